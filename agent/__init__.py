@@ -1,0 +1,1 @@
+"""NetPath agent: applies a bundle, tracks uplinks, swaps pre-rendered state variants."""

@@ -1,0 +1,1 @@
+"""NetPath compiler: config (UCI, TOML, YAML) -> checked bundle."""
