@@ -1,0 +1,40 @@
+"""The compiler's stages in order: load -> validate -> resolve -> render (-> write, check).
+
+`build` does everything that touches nothing; the CLI adds `check` and `write`."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from netpath.agent.model import Model
+
+from . import bundle, load, render, resolve, validate
+
+
+class CompileError(Exception):
+    """Bad input: carries one ready-to-print line per problem."""
+
+    def __init__(self, lines):
+        super().__init__("\n".join(lines))
+        self.lines = list(lines)
+
+
+@dataclass
+class Build:
+    model: Model
+    files: dict  # relative path -> text, manifest.json included
+    source: load.Source
+
+
+def build(path: str, fmt: "str | None" = None, previous: "Path | None" = None) -> Build:
+    try:
+        source = load.load(path, fmt)
+        checked = validate.validate(source)
+    except (load.LoadError, validate.ConfigErrors) as exc:
+        raise CompileError(exc.lines) from None
+    previous_ids = bundle.previous_ids(previous) if previous else {}
+    model = resolve.resolve(checked, source.locator, previous_ids, source.digest)
+    files = render.render(model, path)
+    files["manifest.json"] = bundle.manifest_text(model, files, path)
+    return Build(model=model, files=files, source=source)
