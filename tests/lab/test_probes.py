@@ -103,7 +103,7 @@ server.serve_forever()
 # had finished (``drained``) and which heavy libraries got loaded.
 PROBE_RUNNER = r'''
 import asyncio, json, sys, time
-from netpath.agent.probes import ProbeSpec, probe
+from netpath.agent.probes import ProbeSpec, preload, probe
 
 async def timed(spec):
     started = time.perf_counter()
@@ -113,7 +113,9 @@ async def timed(spec):
                 loss_pct=result.loss_pct, latency_ms=result.latency_ms,
                 elapsed=time.perf_counter() - started)
 
-async def main(specs):
+async def main(specs, lazy):
+    if not lazy:
+        assert not await preload(spec["method"] for spec in specs)
     started = time.perf_counter()
     results = await asyncio.gather(*(timed(spec) for spec in specs))
     wall = time.perf_counter() - started
@@ -121,7 +123,7 @@ async def main(specs):
     return dict(results=results, wall=wall, drained=time.perf_counter() - started,
                 loaded=sorted(m for m in ("requests", "dns", "scapy", "icmplib") if m in sys.modules))
 
-print(json.dumps(asyncio.run(main(json.loads(sys.argv[1])))))
+print(json.dumps(asyncio.run(main(json.loads(sys.argv[1]), lazy=sys.argv[2] == "lazy"))))
 '''
 
 
@@ -183,6 +185,10 @@ def lab():
     try:
         build_namespaces()
         server = start_target_servers()
+        # The first IPv6 neighbour discovery on a fresh veth pair takes a second here; settle the
+        # neighbour caches so that measured latencies are the probes' own.
+        for target in (TARGET4, TARGET6):
+            in_ns(NS_ROUTER, "ping", "-c1", "-W3", target, check=False)
         yield
     finally:
         if server is not None:
@@ -191,9 +197,11 @@ def lab():
         delete_namespaces()
 
 
-def probe_in_router(*specs: dict, ns: str = NS_ROUTER, prefix: tuple = ()) -> dict:
-    """Run the probes concurrently inside the router namespace; ``prefix`` wraps the python."""
-    done = in_ns(ns, *prefix, PYTHON, "-c", PROBE_RUNNER, json.dumps(list(specs)))
+def probe_in_router(*specs: dict, prefix: tuple = (), lazy: bool = False) -> dict:
+    """Run the probes concurrently inside the router namespace; ``prefix`` wraps the python.
+    Libraries are preloaded unless ``lazy``, when the first probe of each method loads them."""
+    mode = "lazy" if lazy else "preload"
+    done = in_ns(NS_ROUTER, *prefix, PYTHON, "-c", PROBE_RUNNER, json.dumps(list(specs)), mode)
     return json.loads(done.stdout)
 
 
@@ -337,9 +345,71 @@ def test_dns_requires_an_answer(lab):
     assert [r["ok"] for r in report["results"]] == [False, False, False, True]
 
 
-def test_arping_refuses_ipv6(lab):
-    report = probe_in_router(spec("arping", TARGET6))
-    assert report["results"][0]["error"] == "arping is IPv4 only"
+def test_bad_settings_come_back_as_errors(lab):
+    specs = [spec("arping", TARGET6), spec("ping", "not-an-address"), spec("dns", dns_type="NOSUCHTYPE"),
+             spec("ping", device="pbnone"), spec("arping", device="pbnone")]
+    report = probe_in_router(*specs)
+    errors = [r["error"] for r in report["results"]]
+    assert errors[0] == "arping is IPv4 only"
+    assert errors[1].startswith("bad probe setting: 'not-an-address' is not an IPv4 address")
+    assert errors[2].startswith("bad probe setting: DNS query")
+    assert errors[3:] == ["no such device", "no such device"]
+
+
+@contextmanager
+def target_routes_test_networks():
+    """pb-a sends 192.168.79/24, 192.168.80/24 and their 2001:db8:79::/64, :80:: twins to pb-b.
+    pb-b routes the 79s straight back (a hop that decrements the TTL) and has no route for the 80s."""
+    in_ns(NS_TARGET, "sysctl", "-qw", "net.ipv4.ip_forward=1", "net.ipv6.conf.all.forwarding=1")
+    for net4, net6 in (("192.168.79.0/24", "2001:db8:79::/64"), ("192.168.80.0/24", "2001:db8:80::/64")):
+        in_ns(NS_ROUTER, "ip", "route", "add", net4, "via", TARGET4)
+        in_ns(NS_ROUTER, "ip", "-6", "route", "add", net6, "via", TARGET6)
+    in_ns(NS_TARGET, "ip", "route", "add", "192.168.79.0/24", "via", ROUTER4)
+    in_ns(NS_TARGET, "ip", "-6", "route", "add", "2001:db8:79::/64", "via", ROUTER6)
+    try:
+        yield
+    finally:
+        for ns in (NS_ROUTER, NS_TARGET):
+            for net in ("192.168.79.0/24", "192.168.80.0/24", "2001:db8:79::/64", "2001:db8:80::/64"):
+                in_ns(ns, "ip", "route", "del", net, check=False)
+        in_ns(NS_TARGET, "sysctl", "-qw", "net.ipv4.ip_forward=0", "net.ipv6.conf.all.forwarding=0")
+
+
+def test_ping_reports_icmp_errors_from_the_path(lab):
+    specs = [
+        spec("ping", "192.168.79.1", max_ttl=1, timeout=2.0),
+        spec("ping", "2001:db8:79::1", max_ttl=1, timeout=2.0),
+        spec("ping", "192.168.80.1", timeout=2.0),
+        spec("ping", "2001:db8:80::1", timeout=2.0),
+    ]
+    with target_routes_test_networks():
+        report = probe_in_router(*specs)
+    print("\nICMP errors:\n" + describe(specs, report))
+    errors = [r["error"] for r in report["results"]]
+    assert errors == ["ttl exceeded", "hop limit exceeded", "network unreachable", "no route"]
+
+
+@contextmanager
+def marked_traffic_goes_to_a_dead_gateway():
+    """pb-a: packets with mark 0x77 use table 177, which sends the target to a gateway nobody owns.
+    (An unreachable route would not do: a device-bound socket that finds no usable route falls
+    back to treating the destination as on-link.)"""
+    in_ns(NS_ROUTER, "ip", "rule", "add", "fwmark", "0x77", "lookup", "177", "priority", "177")
+    in_ns(NS_ROUTER, "ip", "route", "add", TARGET4, "via", DEAD4, "dev", "pb0", "table", "177")
+    try:
+        yield
+    finally:
+        in_ns(NS_ROUTER, "ip", "rule", "del", "priority", "177", check=False)
+        in_ns(NS_ROUTER, "ip", "route", "flush", "table", "177", check=False)
+
+
+def test_fwmark_reaches_the_routing_decision(lab):
+    marked = [spec(m, fwmark=0x77, dns_query="ok.test.", timeout=1.5) for m in ("ping", "httping", "dns")]
+    unmarked = [spec(m, dns_query="ok.test.", timeout=1.5) for m in ("ping", "httping", "dns")]
+    with marked_traffic_goes_to_a_dead_gateway():
+        report = probe_in_router(*marked, *unmarked)
+    print("\nfwmark 0x77 -> table 177 (dead gateway), then unmarked:\n" + describe(marked + unmarked, report))
+    assert [r["ok"] for r in report["results"]] == [False] * 3 + [True] * 3
 
 
 def test_twenty_concurrent_pings_take_about_one_timeout(lab):
@@ -379,6 +449,8 @@ def test_importing_probes_loads_no_heavy_library(lab):
     check = "import sys, netpath.agent.probes; print(sorted(m for m in ('requests', 'dns', 'scapy', 'icmplib', 'urllib3') if m in sys.modules))"
     assert in_ns(NS_ROUTER, PYTHON, "-c", check).stdout.strip() == "[]"
     # Each library arrives with the first probe of its method, and only then.
-    assert probe_in_router(spec("ping"), spec("arping"))["loaded"] == []
-    assert probe_in_router(spec("dns", dns_query="ok.test."))["loaded"] == ["dns"]
-    assert probe_in_router(spec("httping"))["loaded"] == ["requests"]
+    assert probe_in_router(spec("ping"), spec("arping"), lazy=True)["loaded"] == []
+    dns_round = probe_in_router(spec("dns", dns_query="ok.test."), lazy=True)
+    assert dns_round["loaded"] == ["dns"] and dns_round["results"][0]["ok"]
+    http_round = probe_in_router(spec("httping"), lazy=True)
+    assert http_round["loaded"] == ["requests"] and http_round["results"][0]["ok"]
