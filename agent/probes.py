@@ -457,7 +457,7 @@ async def _arping(spec: ProbeSpec, tally: _Tally) -> None:
         def match(data: bytes, addr) -> tuple | None:
             if addr[2] == PACKET_OUTGOING or len(data) < 42:
                 return None
-            opcode, sender_mac, sender_ip = struct.unpack_from("!6xH6s4s", data, 14)
+            opcode, sender_ip = struct.unpack_from("!6xH6x4s", data, 14)  # after the Ethernet header
             if opcode != 2 or sender_ip != target:
                 return None
             return None, None  # ARP has no sequence numbers: it answers the newest request

@@ -17,7 +17,6 @@ import json
 import select
 import subprocess
 import sys
-import time
 from contextlib import contextmanager
 
 import pytest
@@ -174,7 +173,8 @@ def start_target_servers() -> subprocess.Popen:
     ready, _, _ = select.select([server.stdout], [], [], 10)
     if not ready or server.stdout.readline().strip() != "ready":
         server.kill()
-        raise RuntimeError(f"target servers did not start: {server.stderr.read() if server.poll() is not None else ''}")
+        detail = server.stderr.read() if server.poll() is not None else "no 'ready' within 10 s"
+        raise RuntimeError(f"target servers in {NS_TARGET} did not start: {detail}")
     return server
 
 
@@ -446,7 +446,10 @@ def test_ping_works_through_unprivileged_ping_sockets(lab):
 
 
 def test_importing_probes_loads_no_heavy_library(lab):
-    check = "import sys, netpath.agent.probes; print(sorted(m for m in ('requests', 'dns', 'scapy', 'icmplib', 'urllib3') if m in sys.modules))"
+    check = (
+        "import sys, netpath.agent.probes\n"
+        "print(sorted(m for m in ('requests', 'dns', 'scapy', 'icmplib', 'urllib3') if m in sys.modules))"
+    )
     assert in_ns(NS_ROUTER, PYTHON, "-c", check).stdout.strip() == "[]"
     # Each library arrives with the first probe of its method, and only then.
     assert probe_in_router(spec("ping"), spec("arping"), lazy=True)["loaded"] == []
