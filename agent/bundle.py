@@ -1,0 +1,74 @@
+"""Read a compiled bundle and prove it is whole: the manifest's format, every file it
+lists present and matching its sha256. A missing, partial or tampered bundle is refused
+before anything touches the host."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from .model import FORMAT_VERSION, Model
+
+
+class BundleError(Exception):
+    """The bundle cannot be used (exit status 2)."""
+
+
+@dataclass(frozen=True)
+class Bundle:
+    directory: Path
+    manifest: dict
+    model: Model
+    digest: str  # sha256 of manifest.json: names this exact bundle
+
+    def text(self, rel: str) -> str:
+        return (self.directory / rel).read_text()
+
+    def state_text(self, policy: str, mask: str) -> str:
+        return self.text(self.model.policy(policy).states[mask])
+
+
+def read(directory) -> Bundle:
+    directory = Path(directory)
+    manifest_path = directory / "manifest.json"
+    try:
+        raw = manifest_path.read_bytes()
+    except FileNotFoundError:
+        raise BundleError(f"{directory}: not a NetPath bundle (no manifest.json); "
+                          "create one with `netpath compile CONFIG -o DIR`") from None
+    except OSError as exc:
+        raise BundleError(f"{manifest_path}: cannot read: {exc.strerror}") from None
+    try:
+        manifest = json.loads(raw)
+    except ValueError as exc:
+        raise BundleError(f"{manifest_path}: not valid JSON ({exc})") from None
+    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT_VERSION:
+        raise BundleError(f"{manifest_path}: bundle format {manifest.get('format') if isinstance(manifest, dict) else '?'} "
+                          f"is not the supported format {FORMAT_VERSION}; recompile with this NetPath")
+    problems = []
+    for rel, expected in sorted(manifest.get("files", {}).items()):
+        path = directory / rel
+        if ".." in Path(rel).parts or Path(rel).is_absolute():
+            problems.append(f"{rel}: path outside the bundle")
+            continue
+        try:
+            actual = hashlib.sha256(path.read_bytes()).hexdigest()
+        except FileNotFoundError:
+            problems.append(f"{rel}: missing")
+            continue
+        if actual != expected:
+            problems.append(f"{rel}: sha256 {actual[:12]}... does not match the manifest ({expected[:12]}...)")
+    if problems:
+        raise BundleError(f"{directory}: damaged or tampered bundle: " + "; ".join(problems))
+    try:
+        model = Model.from_dict(manifest["model"])
+    except (KeyError, TypeError, ValueError) as exc:
+        raise BundleError(f"{manifest_path}: the model is incomplete ({exc!r}); recompile") from None
+    for policy in model.policies:
+        for rel in policy.states.values():
+            if rel not in manifest["files"]:
+                raise BundleError(f"{directory}: state file {rel} is not listed in the manifest")
+    return Bundle(directory=directory, manifest=manifest, model=model,
+                  digest=hashlib.sha256(raw).hexdigest())

@@ -1,0 +1,66 @@
+"""Load nft text as one transaction: in-process through libnftables when the `nftables`
+binding is importable (one long-lived context: a delta costs under a millisecond), else
+`nft -f -`. Either way the kernel applies all of it or none of it."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+
+NFT_TIMEOUT = 30
+
+
+class NftError(Exception):
+    pass
+
+
+class Nft:
+    def __init__(self, prefer_library: bool = True):
+        self._ctx = None
+        if prefer_library:
+            try:
+                import nftables  # the libnftables binding (python3-nftables)
+
+                ctx = nftables.Nftables()
+                ctx.set_json_output(False)
+                ctx.set_handle_output(False)
+                self._ctx = ctx
+            except (ImportError, OSError):
+                self._ctx = None
+
+    @property
+    def backend(self) -> str:
+        return "libnftables" if self._ctx is not None else "nft"
+
+    def load(self, text: str) -> None:
+        """Apply `text` as one transaction or raise NftError with nft's message."""
+        if self._ctx is not None:
+            rc, _out, err = self._ctx.cmd(text)
+            if rc != 0:
+                raise NftError(err.strip() or f"libnftables returned {rc}")
+            return
+        try:
+            proc = subprocess.run(["nft", "-f", "-"], input=text, capture_output=True, text=True,
+                                  timeout=NFT_TIMEOUT)
+        except FileNotFoundError:
+            raise NftError("nft is not installed") from None
+        except subprocess.TimeoutExpired:
+            raise NftError(f"nft did not finish within {NFT_TIMEOUT} s") from None
+        if proc.returncode != 0:
+            raise NftError(proc.stderr.strip() or f"nft exited with {proc.returncode}")
+
+    def list_json(self, what: str) -> dict:
+        """`nft -j list <what>` as a dict; {} when the object does not exist."""
+        if self._ctx is not None:
+            self._ctx.set_json_output(True)
+            try:
+                rc, out, _err = self._ctx.cmd(f"list {what}")
+            finally:
+                self._ctx.set_json_output(False)
+            return json.loads(out) if rc == 0 and out else {}
+        proc = subprocess.run(["nft", "-j", "list", *what.split()], capture_output=True, text=True,
+                              timeout=NFT_TIMEOUT)
+        return json.loads(proc.stdout) if proc.returncode == 0 and proc.stdout else {}
+
+    def table_exists(self, table: str) -> bool:
+        return bool(self.list_json(f"table inet {table}"))
