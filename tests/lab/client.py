@@ -22,6 +22,8 @@ The keys "errors", "error_kinds", "order" and "by_source" are reserved; every ot
 Exit status 0 even when flows fail (the histogram says so), 2 for bad arguments.
 """
 
+from __future__ import annotations
+
 import argparse
 import collections
 import concurrent.futures

@@ -207,8 +207,12 @@ def main(argv=None) -> int:
     print("READY", flush=True)
 
     stop.wait()
+    stoppers = [threading.Thread(target=server.shutdown) for server in servers]  # in parallel: each waits a poll
+    for stopper in stoppers:
+        stopper.start()
+    for stopper in stoppers:
+        stopper.join()
     for server in servers:
-        server.shutdown()
         server.server_close()
     return 0
 
