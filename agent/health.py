@@ -62,7 +62,7 @@ no traffic, rounds and link changes are recorded but change nothing until re-ena
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, fields, replace
 from enum import Enum
 
 # mwan3track's stand-ins for "no reply": the probe counts as 100 % loss and this latency.
@@ -217,7 +217,7 @@ class Health:
     lost: int = 0  # targets judged down since the last good round (mwan3's LOST)
     link_up: bool = True
     last_round_ok: bool | None = None  # None until a round has been judged
-    targets: tuple = field(default=())  # TargetVerdict of each target probed in the last round
+    targets: tuple = ()  # TargetVerdict of each target probed in the last round
 
 
 @dataclass(frozen=True)
@@ -410,8 +410,8 @@ def on_admin(health: Health, enabled: bool, settings: TrackSettings) -> Step:
     Enable: like a link coming up (``initial_state``, a round at once), or OFFLINE while the
     link is down. Asking for the current setting changes nothing.
     """
-    disabled = health.status is Status.DISABLED
-    if enabled != disabled:
+    already_enabled = health.status is not Status.DISABLED
+    if enabled == already_enabled:
         return _unchanged(health, settings)
     if not enabled:
         new = Health(Status.DISABLED, 0, health.turn, "disabled by administrator", 0, health.link_up)
