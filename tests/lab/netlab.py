@@ -53,7 +53,6 @@ import subprocess
 import sys
 import tempfile
 import time
-import weakref
 from pathlib import Path
 
 LAB_DIR = Path(__file__).resolve().parent
@@ -85,7 +84,7 @@ DELAY_DEVICE = "dly0"
 DELAY_TABLE = 100
 
 _prefix_counter = itertools.count()
-_live_labs: "weakref.WeakSet[Lab]" = weakref.WeakSet()
+_labs_with_namespaces: set = set()  # strong references: a lab dropped without destroy() is still cleaned at exit
 
 
 class LabError(RuntimeError):
@@ -169,7 +168,7 @@ class Lab:
         self._impairment: dict[int, subprocess.Popen | str] = {}
         self._netem_available: bool | None = None
         self._workdir: str | None = None
-        _live_labs.add(self)
+        self._srv0_peer: str | None = None
 
     # -- naming -------------------------------------------------------------------------------
 
@@ -296,6 +295,7 @@ class Lab:
             if result.returncode != 0:
                 raise LabError(f"ip netns add {name} failed: {result.stderr.strip()}")
             self._created.append(name)
+            _labs_with_namespaces.add(self)
 
     def _create_links(self) -> None:
         # Each end is created directly in its namespace, so no name ever exists in the root one.
@@ -307,7 +307,8 @@ class Lab:
         dummy = subprocess.run(["ip", "-n", self.net, "link", "add", "srv0", "type", "dummy"],
                                capture_output=True, text=True, timeout=10)
         if dummy.returncode != 0:  # kernel without CONFIG_DUMMY: an up veth pair holds addresses as well
-            self._ip_batch(self.net, ["link add name srv0 type veth peer name srv0peer"])
+            self._srv0_peer = "srv0peer"
+            self._ip_batch(self.net, [f"link add name srv0 type veth peer name {self._srv0_peer}"])
 
     def _devices(self, role: str) -> list[str]:
         if role == "router":
@@ -316,7 +317,7 @@ class Lab:
             return ["eth0"]
         if role.startswith("isp"):
             return ["up0", "out0"]
-        return [f"isp{k}" for k in self.wan_numbers] + ["srv0"]
+        return [f"isp{k}" for k in self.wan_numbers] + ["srv0"] + ([self._srv0_peer] if self._srv0_peer else [])
 
     def _set_sysctls(self) -> None:
         disable_ipv6 = 0 if self.ipv6 else 1
@@ -386,8 +387,8 @@ table {family} lab {{
 
     def _configure_internet(self) -> None:
         lines = ["link set lo up", "link set srv0 up"]
-        if "srv0peer" in self.run(self.net, ["ip", "-o", "link", "show"]).stdout:
-            lines.append("link set srv0peer up")
+        if self._srv0_peer:
+            lines.append(f"link set {self._srv0_peer} up")
         lines += [f"addr add {HTTP4}/32 dev srv0", f"addr add {DNS4}/32 dev srv0"]
         if self.ipv6:
             lines += [f"addr add {HTTP6}/128 dev srv0 nodad", f"addr add {DNS6}/128 dev srv0 nodad"]
@@ -420,6 +421,7 @@ table {family} lab {{
             if deleted.returncode != 0 and name in existing_namespaces():
                 problems.append(f"{name}: {deleted.stderr.strip()}")
         self._created.clear()
+        _labs_with_namespaces.discard(self)
         if self._workdir:
             shutil.rmtree(self._workdir, ignore_errors=True)
             self._workdir = None
@@ -578,8 +580,8 @@ table inet lab_delay {{
 
 
 @atexit.register
-def _destroy_live_labs() -> None:
-    for lab in list(_live_labs):
+def _destroy_leftover_labs() -> None:
+    for lab in list(_labs_with_namespaces):
         try:
             lab.destroy()
         except (LabError, OSError, subprocess.SubprocessError):

@@ -7,6 +7,7 @@ leaves through wan<k> reaches the internet masqueraded as 172.16.<k>.1 / 2001:db
 import json
 import os
 import subprocess
+import sys
 
 import pytest
 
@@ -79,6 +80,30 @@ def test_router_main_table_prefers_wan1_by_metric(lab_module):
     routes6 = json.loads(lab_module.run("router", ["ip", "-6", "-j", "route", "show", "default"]).stdout)
     assert sorted((route["dev"], route["gateway"], route["metric"]) for route in routes6) == [
         ("wan1", "2001:db8:100:1::1", 10), ("wan2", "2001:db8:100:2::1", 20)]
+
+
+def sysctl(lab, ns, key):
+    return lab.run(ns, ["sysctl", "-n", key]).stdout.strip()
+
+
+def test_router_and_upstream_settings(lab_module):
+    for key in ("net.ipv4.ip_forward", "net.ipv6.conf.all.forwarding", "net.ipv6.conf.wan1.keep_addr_on_down"):
+        assert sysctl(lab_module, "router", key) == "1", key
+    for scope in ("all", "default", "lan0", "wan1", "wan2"):
+        assert sysctl(lab_module, "router", f"net.ipv4.conf.{scope}.rp_filter") == "0", scope
+        assert sysctl(lab_module, "router", f"net.ipv6.conf.{scope}.accept_ra") == "0", scope
+        assert sysctl(lab_module, "router", f"net.ipv6.conf.{scope}.disable_ipv6") == "0", scope
+    for role in ("isp1", "isp2", "net"):
+        assert sysctl(lab_module, role, "net.ipv4.conf.all.arp_ignore") == "1", role
+    assert sysctl(lab_module, "client", "net.ipv4.ip_forward") == "0"
+
+
+@pytest.mark.parametrize("role", ["router", "client", "isp1", "isp2", "net"])
+def test_ipv6_addresses_are_usable_at_once(lab_module, role):
+    addresses = json.loads(lab_module.run(role, ["ip", "-j", "-6", "addr", "show"]).stdout)
+    flags = [info for link in addresses for info in link["addr_info"]]
+    assert flags, "every namespace has IPv6 addresses"
+    assert [info["local"] for info in flags if info.get("tentative") or info.get("dadfailed")] == []
 
 
 def test_client_reaches_the_internet_over_wan1_ipv4(lab_module):
@@ -295,3 +320,47 @@ def test_lab_processes_run_inside_lab_namespaces_not_the_root(lab_module):
     own_netns = os.readlink("/proc/self/ns/net")
     for pid in lab_pids(lab_module.net):
         assert os.readlink(f"/proc/{pid}/ns/net") != own_netns
+
+
+FAILING_TESTS = """
+import importlib.util, os
+from pathlib import Path
+
+spec = importlib.util.spec_from_file_location("netpath_shared_conftest", os.environ["NETPATH_CONFTEST"])
+shared = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(shared)
+lab, lab_module = shared.lab, shared.lab_module
+
+
+def test_function_lab_fails(lab):
+    Path(os.environ["PREFIX_DIR"], "function").write_text(lab.prefix)
+    assert False, "this test fails on purpose"
+
+
+def test_module_lab_errors(lab_module):
+    Path(os.environ["PREFIX_DIR"], "module").write_text(lab_module.prefix)
+    raise RuntimeError("this test errors on purpose")
+"""
+
+# Runs after the module above, in the same session, so before any atexit safety net.
+CHECK_TEARDOWN = """
+import os, subprocess
+from pathlib import Path
+
+
+def test_both_labs_are_gone_already():
+    prefixes = [Path(os.environ["PREFIX_DIR"], scope).read_text() for scope in ("function", "module")]
+    names = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True, timeout=10).stdout
+    assert len(set(prefixes)) == 2
+    assert not [prefix for prefix in prefixes if prefix + "-" in names]
+"""
+
+
+def test_fixtures_tear_down_after_a_failing_test(tmp_path):
+    (tmp_path / "test_a_failing.py").write_text(FAILING_TESTS)
+    (tmp_path / "test_b_check.py").write_text(CHECK_TEARDOWN)
+    environment = dict(os.environ, PREFIX_DIR=str(tmp_path),
+                       NETPATH_CONFTEST=str(netlab.LAB_DIR.parent / "conftest.py"))
+    inner = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(tmp_path)],
+                           cwd=tmp_path, env=environment, capture_output=True, text=True, timeout=120)
+    assert "2 failed, 1 passed" in inner.stdout, inner.stdout + inner.stderr
