@@ -161,8 +161,7 @@ def run_flows(flow, count: int, sources: list, round_robin: bool, parallel: int)
 
     if parallel > 1:
         with concurrent.futures.ThreadPoolExecutor(parallel) as pool:
-            results = pool.map(one, range(count))
-            results = list(results)
+            results = list(pool.map(one, range(count)))  # map keeps flow order
     else:
         results = (one(index) for index in range(count))
     for source, answer, error_kind in results:
