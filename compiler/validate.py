@@ -17,11 +17,13 @@ from netpath.agent import marks
 from netpath.agent.policy import LAST_RESORTS, MODES
 
 MAX_MEMBERS_PER_POLICY = 10  # state files per policy grow as 2^members
-NAME_RE = re.compile(r"^[A-Za-z0-9_]{1,32}$")
-TABLE_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,31}$")
-DEVICE_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,14}$")
-DNS_NAME_RE = re.compile(r"^(\.|([A-Za-z0-9_]([A-Za-z0-9_-]{0,62})\.?)+)$")
-URL_RE = re.compile(r"^https?://[A-Za-z0-9._~:/?#\[\]@!$&()*+,;=%-]+$")
+# `\Z`, not `$`: `$` also matches before a trailing newline, and a newline in a name
+# would start a new nft statement.
+NAME_RE = re.compile(r"^[A-Za-z0-9_]{1,32}\Z")
+TABLE_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,31}\Z")
+DEVICE_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,14}\Z")
+DNS_NAME_RE = re.compile(r"^(\.|([A-Za-z0-9_]([A-Za-z0-9_-]{0,62})\.?)+)\Z")
+URL_RE = re.compile(r"^https?://[A-Za-z0-9._~:/?#\[\]@!$&()*+,;=%-]+\Z")
 TRACK_METHODS = ("ping", "httping", "dns", "arping", "none")
 FLUSH_EVENTS = ("ifup", "ifdown", "connected", "disconnected")
 LOG_LEVELS = ("emerg", "alert", "crit", "err", "warn", "notice", "info", "debug")
@@ -164,7 +166,7 @@ def Prefix(value):
             ip = ipaddress.ip_address(addr)
         except ValueError:
             raise vol.Invalid(f"{value!r} is not an address or prefix") from None
-        if mask.isdigit():
+        if mask.isascii() and mask.isdigit():
             length = int(mask)
             if length > ip.max_prefixlen:
                 raise vol.Invalid(f"{value!r}: prefix length {length} is longer than "
@@ -222,7 +224,7 @@ def Proto(value):
     text = str(value).strip().lower()
     if text in PROTOCOLS:
         return text
-    if text.isdigit() and 0 <= int(text) <= 255:
+    if text.isascii() and text.isdigit() and 0 <= int(text) <= 255:
         return text
     raise vol.Invalid(f"{value!r} is not a protocol{suggest(text, PROTOCOLS)}; allowed: "
                       f"{', '.join(PROTOCOLS)} or a number 0..255")
@@ -372,7 +374,8 @@ def _run(schema: dict, data, path: tuple, locator, errors: list, kind: str):
             extra = ""
             if kind == "interface" and key in TRACK and locator.fmt != "uci":
                 extra = f" (tracking settings go under '{'.'.join(str(p) for p in path[:2])}.track')"
-            errors.append(f"{place}: unknown option '{key}' for a {kind}"
+            article = "an" if kind[0] in "aeiou" else "a"
+            errors.append(f"{place}: unknown option '{key}' for {article} {kind}"
                           f"{suggest(key, known) or extra}; allowed: {', '.join(sorted(known))}")
         else:
             clean[key] = data[key]
