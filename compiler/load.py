@@ -219,7 +219,7 @@ def _from_yaml(text: str, filename: str):
     import yaml
 
     try:
-        data = yaml.safe_load(text)
+        data = yaml.load(text, Loader=_unique_keys_loader(yaml))
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"{filename}:{mark.line + 1}" if mark else filename
@@ -228,6 +228,37 @@ def _from_yaml(text: str, filename: str):
     if data is None:
         data = {}
     return _from_nested(data, filename, "yaml")
+
+
+def _unique_keys_loader(yaml):
+    """A SafeLoader that rejects a key given twice in one mapping: plain YAML keeps the
+    last one silently, which would drop a whole interface or policy without a word."""
+
+    class UniqueKeyLoader(yaml.SafeLoader):
+        def construct_mapping(self, node, deep=False):
+            seen: dict = {}
+            for key_node, _ in node.value:
+                key = self.construct_object(key_node, deep=True)
+                try:
+                    first = seen.setdefault(key, key_node.start_mark.line + 1)
+                except TypeError:  # an unhashable key; the base class reports it
+                    continue
+                if first != key_node.start_mark.line + 1:
+                    raise yaml.constructor.ConstructorError(
+                        None, None, f"key {key!r} appears twice in one mapping (first on line "
+                        f"{first}); names must be unique", key_node.start_mark)
+            return super().construct_mapping(node, deep)
+
+    return UniqueKeyLoader
+
+
+def _label(name, quoted: bool = False) -> str:
+    """A section name as it may appear in a message: as is when harmless, else quoted
+    with escapes, so a newline in a bad name cannot split an error line."""
+    text = str(name)
+    if text.isascii() and text.isprintable() and "'" not in text:
+        return f"'{text}'" if quoted else text
+    return repr(text)
 
 
 def _from_nested(data, filename: str, fmt: str):
@@ -251,13 +282,14 @@ def _from_nested(data, filename: str, fmt: str):
             if isinstance(value, list):
                 for i, rule in enumerate(value):
                     name = rule.get("name") if isinstance(rule, dict) else None
-                    label = f"rules[{i}]" + (f" ('{name}')" if name else "")
+                    label = f"rules[{i}]" + (f" ({_label(name, quoted=True)})" if name else "")
                     locator.places[("rules", i)] = (label, None)
         elif isinstance(value, dict):
             for name, section in value.items():
-                locator.places[(canonical, name)] = (f"{canonical}.{name}", None)
+                locator.places[(canonical, name)] = (f"{canonical}.{_label(name)}", None)
                 if isinstance(section, dict) and isinstance(section.get("track"), dict):
-                    locator.places[(canonical, name, "track")] = (f"{canonical}.{name}.track", None)
+                    locator.places[(canonical, name, "track")] = (f"{canonical}.{_label(name)}.track",
+                                                                  None)
     if errors:
         raise LoadError(errors)
     return tree, locator
