@@ -112,6 +112,7 @@ def _rule_key(fields: dict) -> tuple:
         num(fields["fwmark"]) if "fwmark" in fields else None,
         num(fields["fwmask"]) if "fwmask" in fields else None,
         str(fields.get("table", "")), fields.get("action", ""),
+        fields.get("suppress_prefixlen"),
     )
 
 
@@ -133,6 +134,8 @@ def parse_rule_line(line: str) -> dict:
             out["fwmark"], out["fwmask"] = mark, mask
         elif token == "lookup":
             out["table"] = next(it)
+        elif token == "suppress_prefixlength":
+            out["suppress_prefixlen"] = int(next(it))
         elif token in ("unreachable", "blackhole"):
             out["action"] = token
         elif token == "protocol":
@@ -191,6 +194,8 @@ def _delete_line(entry: dict, protocol: int) -> str:
         parts.append(entry["action"])
     elif entry.get("table"):
         parts += ["lookup", str(entry["table"])]
+    if entry.get("suppress_prefixlen") is not None:
+        parts += ["suppress_prefixlength", str(entry["suppress_prefixlen"])]
     return " ".join(parts + ["protocol", str(protocol)])
 
 
@@ -329,6 +334,16 @@ def explain_rejection(message: str, text: str) -> str:
         source = lines[n - 1] if 0 < n <= len(lines) else ""
         section = re.search(r'comment "([^"]*)"', source)
         found.append(f"{m.group(2)}" + (f" (in {section.group(1)})" if section else f" (line {n})"))
+    if not found:  # kernel-side errors: nft quotes the offending statement under the message
+        error = ""
+        for line in message.splitlines():
+            if "Error:" in line:
+                error = line.split("Error:", 1)[1].strip()
+                continue
+            section = re.search(r'comment "([^"]*)"', line)
+            if error and section:
+                found.append(f"{error} (in {section.group(1)})")
+                error = ""
     return "the kernel rejected the ruleset, the running one is unchanged: " + \
         ("; ".join(found) if found else message.splitlines()[0] if message else "no detail")
 

@@ -56,7 +56,7 @@ class Interface:
     flush_conntrack: tuple
     track: Track
     pref_oif: int  # ip rule: oif <device> lookup <table> (probes bound to the device)
-    pref_from: int  # ip rule: from <wan address> lookup <table> (added at run time)
+    pref_from: int  # ip rule: from <wan address> lookup <table> (added at run time, after the marks)
     pref_mark: int  # ip rule: fwmark <mark>/<mask> lookup <table>
     pref_guard: int  # ip rule: fwmark <mark>/<mask> unreachable (never leak into main)
     section: str  # human label of the config section, for comments and errors
@@ -130,6 +130,7 @@ class Model:
     policies: tuple
     rules: tuple
     user_sets: tuple  # of (name, family)
+    pref_main: int = 1280  # ip rule: lookup main suppress_prefixlength 0
     source_digest: str = ""
     warnings: tuple = field(default=())
 

@@ -37,7 +37,9 @@ class Nft:
         if self._ctx is not None:
             rc, _out, err = self._ctx.cmd(text)
             if rc != 0:
-                raise NftError(err.strip() or f"libnftables returned {rc}")
+                # libnftables places kernel-side errors on the wrong line of a buffer; the
+                # nft binary in check mode (changes nothing) names the exact line.
+                raise NftError(self._check_detail(text) or err.strip() or f"libnftables returned {rc}")
             return
         try:
             proc = subprocess.run(["nft", "-f", "-"], input=text, capture_output=True, text=True,
@@ -48,6 +50,15 @@ class Nft:
             raise NftError(f"nft did not finish within {NFT_TIMEOUT} s") from None
         if proc.returncode != 0:
             raise NftError(proc.stderr.strip() or f"nft exited with {proc.returncode}")
+
+    @staticmethod
+    def _check_detail(text: str) -> str:
+        try:
+            proc = subprocess.run(["nft", "-c", "-f", "-"], input=text, capture_output=True, text=True,
+                                  timeout=NFT_TIMEOUT)
+        except (OSError, subprocess.SubprocessError):
+            return ""
+        return proc.stderr.strip() if proc.returncode != 0 else ""
 
     def list_json(self, what: str) -> dict:
         """`nft -j list <what>` as a dict; {} when the object does not exist."""

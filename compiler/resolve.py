@@ -13,7 +13,9 @@ from netpath.agent.policy import alive_masks, policy_seed
 
 from .validate import SPECIAL_TARGETS, prefix_family
 
-PREF_OIF, PREF_FROM, PREF_MARK, PREF_GUARD = 1000, 1300, 2000, 3000
+# oif rules for probes bound to a WAN; non-default routes of main (LAN, connected networks)
+# before any mark; marks; guards against leaking into main; sockets bound by source only.
+PREF_OIF, PREF_MAIN, PREF_MARK, PREF_GUARD, PREF_FROM = 1000, 1280, 2000, 3000, 4000
 
 
 def state_file(policy: str, mask: str) -> str:
@@ -141,7 +143,7 @@ def resolve(cfg: dict, locator, previous_ids: "dict | None" = None, digest: str 
         special[kind] = {"id": ident, "mark": marks.id_to_mark(ident, mask), "pref": PREF_MARK + ident}
 
     return Model(
-        enabled=g["enabled"], table=g["nft_table"], mask=mask, logging=g["logging"],
+        enabled=g["enabled"], table=g["nft_table"], mask=mask, pref_main=PREF_MAIN, logging=g["logging"],
         loglevel=g["loglevel"], route_protocol=g["route_protocol"], special=special,
         interfaces=tuple(interfaces), policies=tuple(policies), rules=tuple(rules),
         user_sets=tuple(sorted(user_sets)), source_digest=digest, warnings=tuple(warnings))
