@@ -1,2 +1,68 @@
-def main(argv=None):
-    return 0
+"""`netpath-agent --bundle DIR [--socket PATH]` (also `python -m netpath.agent`).
+
+Runs in the foreground: applies the bundle, tracks the WANs, swaps state variants, answers
+on the control socket. SIGHUP reloads the bundle directory; SIGTERM removes what NetPath
+installed unless --keep; a crash or SIGKILL leaves the last state in the kernel.
+Exit status: 0 stopped, 1 failure of the system, 2 bad input (bundle, arguments).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import logging.handlers
+import os
+import sys
+
+from .hooks import DEFAULT_DIRECTORY as DEFAULT_HOOKS
+
+
+def _logging(level: str, syslog: bool) -> None:
+    handlers = [logging.StreamHandler(sys.stderr)]
+    handlers[0].setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+    if syslog and os.path.exists("/dev/log"):
+        handler = logging.handlers.SysLogHandler(address="/dev/log")
+        handler.setFormatter(logging.Formatter("netpath-agent[%(process)d]: %(message)s"))
+        handlers.append(handler)
+    logging.basicConfig(level=getattr(logging, level.upper()), handlers=handlers, force=True)
+
+
+def main(argv=None) -> int:
+    from .ipc import DEFAULT_SOCKET
+
+    p = argparse.ArgumentParser(prog="netpath-agent",
+                                description="Track the uplinks and keep NetPath's policies in line with their health.")
+    p.add_argument("--bundle", required=True, metavar="DIR", help="bundle directory (from `netpath compile`)")
+    p.add_argument("--socket", default=DEFAULT_SOCKET, metavar="PATH",
+                   help=f"control socket (default {DEFAULT_SOCKET}; 'none' for no socket)")
+    p.add_argument("--hooks", default=DEFAULT_HOOKS, metavar="DIR",
+                   help=f"directory of hook scripts (default {DEFAULT_HOOKS})")
+    p.add_argument("--keep", action="store_true",
+                   help="on SIGTERM leave the last state in the kernel instead of removing it")
+    p.add_argument("--log-level", default="info", choices=("debug", "info", "warning", "error"))
+    p.add_argument("--syslog", action="store_true", help="also log to syslog (/dev/log)")
+    args = p.parse_args(argv)
+    _logging(args.log_level, args.syslog)
+
+    from . import bundle as bundle_mod
+    from .apply import ApplyError
+    from .daemon import Agent
+    from .ipc import IpcError
+    from .nft import NftError
+
+    agent = Agent(args.bundle, None if args.socket == "none" else args.socket, args.hooks, args.keep)
+    try:
+        return asyncio.run(agent.run())
+    except bundle_mod.BundleError as exc:
+        print(f"netpath-agent: {exc}", file=sys.stderr)
+        return 2
+    except (ApplyError, NftError, IpcError) as exc:
+        print(f"netpath-agent: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,222 @@
+"""The control socket's command table (the IPC contract): each command reads the running
+Agent or asks it to act. Arguments are checked here; nothing named in a request is ever run,
+opened or loaded: an interface name only selects one of the agent's own trackers.
+
+Readers that block (sysfs, /proc/net/nf_conntrack, nft listings) run in worker threads with
+their own nft context, so a request never stalls the probes or a state swap.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+from . import bundle as bundle_mod
+from . import health as hl
+from . import metrics as metrics_mod
+from .apply import ApplyError
+from .daemon import HISTORY_LENGTH
+from .nft import Nft, NftError
+from .policy import alive_from_mask, decide
+
+VERSION = "0.1.0"
+IFEVENT_ACTIONS = ("ifup", "ifdown", "ifupdate")
+
+
+class BadRequest(Exception):
+    pass
+
+
+class Commands:
+    def __init__(self, agent):
+        self.agent = agent
+        self._reader_nft = None  # a second nft context: listings run in threads, swaps on the loop
+        self.table = {
+            "status": self.status, "interfaces": self.interfaces, "policies": self.policies,
+            "rules": self.rules, "enable": self.enable, "disable": self.disable, "reload": self.reload,
+            "ifevent": self.ifevent, "metrics": self.metrics, "history": self.history,
+        }
+
+    async def dispatch(self, request: dict) -> dict:
+        handler = self.table.get(request.get("cmd"))
+        if handler is None:
+            return {"ok": False, "error": f"unknown command {request.get('cmd')!r}; known commands: "
+                                          f"{', '.join(sorted(self.table))}"}
+        try:
+            data = await handler(request)
+        except BadRequest as exc:
+            return {"ok": False, "error": str(exc)}
+        return {"ok": True, **data}
+
+    # -- arguments -----------------------------------------------------------------------------
+
+    def _interface(self, request: dict, tracked: bool = True) -> str:
+        name = request.get("interface")
+        known = [i.name for i in self.agent.model.interfaces] if self.agent.bundle else []
+        if not isinstance(name, str) or name not in known:
+            raise BadRequest(f'"interface" must name an interface of the running bundle '
+                             f'({", ".join(known) or "none"}), got {name!r}')
+        if tracked and name not in self.agent.trackers:
+            raise BadRequest(f"interface {name!r} is disabled in the config (option enabled 0); "
+                             "enable it there and reload")
+        return name
+
+    # -- readers ---------------------------------------------------------------------------------
+
+    def _nft(self) -> Nft:
+        if self._reader_nft is None:
+            self._reader_nft = Nft()
+        return self._reader_nft
+
+    def _bundle_info(self) -> dict:
+        agent = self.agent
+        return {"dir": str(agent.bundle_dir), "digest": agent.bundle.digest}
+
+    async def _interface_rows(self) -> list:
+        agent = self.agent
+        model = agent.model
+        connections = await asyncio.to_thread(metrics_mod.conntrack_by_mark, model.mask)
+        rows = []
+        for iface in model.interfaces:
+            stats = await asyncio.to_thread(metrics_mod.link_stats, iface.device)
+            tracker = agent.trackers.get(iface.name)
+            link = agent.links.get(iface.name)
+            row = {
+                "name": iface.name, "device": iface.device, "family": iface.family, "enabled": iface.enabled,
+                "admin": "disabled" if iface.name in agent.disabled else "enabled",
+                "method": iface.track.method, "up": iface.track.up, "down": iface.track.down,
+                "mark": f"0x{iface.mark:08x}", "table": iface.table,
+                "gateway": (link.gateway or None) if link else (iface.gateway or None),
+                "address": (link.addresses[0] if link and link.addresses else None),
+                "connections": None if connections is None else connections.get(iface.mark, 0),
+                **{k: stats.get(k) for k in ("tx_bytes", "rx_bytes", "tx_packets", "rx_packets")},
+            }
+            if tracker is None:
+                row.update(link="unknown", state="disabled", usable=False, since=agent.started,
+                           reason="disabled in the config", score=0, targets=[],
+                           latency={"avg": None, "min": None, "max": None, "jitter": None}, loss_pct=None)
+            else:
+                health = tracker.health
+                figures = tracker.figures()
+                row.update(
+                    link="up" if health.link_up else "down", state=health.status.value,
+                    usable=hl.is_usable(health), since=tracker.since, reason=health.reason,
+                    score=health.score, targets=[self._target(t, tracker) for t in iface.track.targets],
+                    latency=figures["latency"], loss_pct=figures["loss_pct"])
+            rows.append(row)
+        return rows
+
+    @staticmethod
+    def _target(target: str, tracker) -> dict:
+        result = tracker.results.get(target)
+        if result is None:
+            return {"target": target, "ok": None, "sent": 0, "received": 0, "latency_ms": None, "error": None}
+        latency = result.latency_ms
+        return {"target": target, "ok": result.ok, "sent": result.sent, "received": result.received,
+                "latency_ms": None if latency is None else round(latency, 3), "error": result.error}
+
+    def _policy_rows(self) -> list:
+        agent = self.agent
+        rows = []
+        for policy in agent.model.policies:
+            members = policy.policy_members()
+            mask = agent.loaded_masks.get(policy.name)
+            alive = alive_from_mask(members, mask) if mask is not None else frozenset()
+            spread, last_resort_active = {}, {}
+            for family in ("ipv4", "ipv6"):
+                decision = decide(policy.mode, policy.last_resort, members, alive, family)
+                spread[family] = {k: round(v, 1) for k, v in decision.shares().items()}
+                has_members = any(m.family == family for m in members)
+                last_resort_active[family] = decision.kind == "last_resort" and has_members
+            rows.append({
+                "name": policy.name, "mode": policy.mode, "last_resort": policy.last_resort,
+                "members": [{"name": m.name, "interface": m.interface, "metric": m.metric, "weight": m.weight,
+                             "alive": m.name in alive} for m in members],
+                "state": mask, "spread": spread, "last_resort_active": last_resort_active,
+            })
+        return rows
+
+    async def _rule_counters(self) -> dict:
+        return await asyncio.to_thread(metrics_mod.rule_counters, self._nft(), self.agent.model.table)
+
+    # -- commands --------------------------------------------------------------------------------
+
+    async def status(self, request: dict) -> dict:
+        return {"version": VERSION, "bundle": self._bundle_info(),
+                "uptime": round(time.time() - self.agent.started, 3),
+                "interfaces": await self._interface_rows(), "policies": self._policy_rows()}
+
+    async def interfaces(self, request: dict) -> dict:
+        return {"interfaces": await self._interface_rows()}
+
+    async def policies(self, request: dict) -> dict:
+        return {"policies": self._policy_rows()}
+
+    async def rules(self, request: dict) -> dict:
+        counters = await self._rule_counters()
+        return {"rules": [{"name": r.name, "policy": r.target if r.target_kind == "policy" else None,
+                           "packets": counters.get(r.name, {}).get("packets", 0),
+                           "bytes": counters.get(r.name, {}).get("bytes", 0)}
+                          for r in self.agent.model.rules]}
+
+    async def _admin(self, request: dict, enabled: bool) -> dict:
+        name = self._interface(request)
+        tracker = self.agent.set_admin(name, enabled)
+        await self.agent.sync()  # disable moves new flows away before the reply
+        return {"interface": name, "admin": "enabled" if enabled else "disabled",
+                "state": tracker.health.status.value}
+
+    async def enable(self, request: dict) -> dict:
+        return await self._admin(request, True)
+
+    async def disable(self, request: dict) -> dict:
+        return await self._admin(request, False)
+
+    async def reload(self, request: dict) -> dict:
+        try:
+            changed = await self.agent.reload()
+        except bundle_mod.BundleError as exc:
+            raise BadRequest(f"reload refused, the running bundle stays: {exc}") from None
+        except (ApplyError, NftError, OSError) as exc:
+            raise BadRequest(f"reload failed, the running bundle stays: {exc}") from None
+        return {"bundle": self._bundle_info(), "changed": changed}
+
+    async def ifevent(self, request: dict) -> dict:
+        action = request.get("action")
+        if action not in IFEVENT_ACTIONS:
+            raise BadRequest(f'"action" must be one of {", ".join(IFEVENT_ACTIONS)}, got {action!r}')
+        name = self._interface(request)
+        device = request.get("device")
+        if device is not None and not isinstance(device, str):
+            raise BadRequest(f'"device" must be a device name or null, got {device!r}')
+        self.agent.ifevent(action, name)
+        return {}
+
+    async def metrics(self, request: dict) -> dict:
+        fmt = request.get("format", "json")
+        if fmt not in ("json", "prometheus"):
+            raise BadRequest(f'"format" must be "json" or "prometheus", got {fmt!r}')
+        rows = await self._interface_rows()
+        data = {
+            "interfaces": {row["name"]: {
+                "up": 1 if row["usable"] else 0,
+                "latency_ms": row["latency"]["avg"], "loss_pct": row["loss_pct"], "score": row["score"],
+                "tx_bytes": row["tx_bytes"], "rx_bytes": row["rx_bytes"], "connections": row["connections"],
+                "state_changes": self._state_changes(row["name"])} for row in rows},
+            "rules": await self._rule_counters(),
+            "swaps": self.agent.swaps,
+            "swap_seconds_last": self.agent.swap_seconds_last,
+        }
+        if fmt == "prometheus":
+            return {"text": metrics_mod.prometheus_text(data)}
+        return {"metrics": data}
+
+    def _state_changes(self, name: str) -> int:
+        tracker = self.agent.trackers.get(name)
+        return tracker.state_changes if tracker else 0
+
+    async def history(self, request: dict) -> dict:
+        limit = request.get("limit", HISTORY_LENGTH)
+        if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
+            raise BadRequest(f'"limit" must be a whole number of at least 1, got {limit!r}')
+        return {"history": list(self.agent.history)[-limit:]}

@@ -1,0 +1,413 @@
+"""The agent: one asyncio process that applies a bundle, tracks every WAN, swaps state
+variants on a change, and answers on its control socket.
+
+Start-up applies the bundle with the same `apply()` as `netpath apply`. When a NetPath table
+is already loaded (the agent was restarted, or killed: fail-static), the interfaces start in
+the states that explain the variants in the kernel, so a restart changes nothing.
+
+A change of an interface's usability runs, in order: the state transaction (the variants of
+the policies whose alive-mask changed, one nft transaction), the conntrack flush of the
+interface's mark when its `flush_conntrack` names the event, then the hook scripts.
+Every kernel write goes through one lock, so a swap never interleaves with a reload.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import time
+from collections import deque
+
+from . import apply as apply_mod
+from . import bundle as bundle_mod
+from . import conntrack, health as hl, probes, swap
+from .hooks import DEFAULT_DIRECTORY as DEFAULT_HOOKS, Hooks
+from .links import LinkMonitor
+from .nft import Nft, NftError
+from .track import Tracker, is_tracked, settings_of
+
+log = logging.getLogger("netpath.agent")
+
+HISTORY_LENGTH = 200
+ADDRESS_SETTLE = 0.2  # seconds: a DHCP renew sends a burst of address/route events
+SWAP_RETRY = 5.0  # seconds before a rejected state transaction is tried again
+DOWN_EVENTS = (hl.DISCONNECTED, hl.IFDOWN)
+
+
+class Agent:
+    def __init__(self, bundle_dir, socket_path=None, hooks_dir=DEFAULT_HOOKS, keep: bool = False,
+                 nft: "Nft | None" = None):
+        self.bundle_dir = bundle_dir
+        self.socket_path = socket_path
+        self.keep = keep
+        self.nft = nft or Nft()
+        self.hooks = Hooks(hooks_dir)
+        self.bundle: "bundle_mod.Bundle | None" = None
+        self.trackers: dict = {}  # interface name -> Tracker
+        self.links: dict = {}  # interface name -> apply.Link
+        self.loaded_masks: dict = {}  # policy -> alive-mask in the kernel
+        self.disabled: set = set()  # runtime override (IPC disable), survives reloads
+        self.history: deque = deque(maxlen=HISTORY_LENGTH)
+        self.swaps = 0
+        self.swap_seconds_last: "float | None" = None
+        self.decision_seconds: deque = deque(maxlen=1000)  # state change -> transaction committed
+        self.started = time.time()
+        self.kernel_lock = asyncio.Lock()
+        self.reload_lock = asyncio.Lock()
+        self.monitor: "LinkMonitor | None" = None
+        self.server = None
+        self.stopping = asyncio.Event()
+        self._background: set = set()
+        self._pending_resync: dict = {}  # interface -> timer handle
+
+    # -- life cycle ----------------------------------------------------------------------------
+
+    @property
+    def model(self):
+        return self.bundle.model
+
+    async def start(self) -> None:
+        self.bundle = await asyncio.to_thread(bundle_mod.read, self.bundle_dir)
+        self.hooks.start()
+        if not self.model.enabled:
+            log.warning("NetPath is disabled in the config (globals enabled 0): removed its state, "
+                        "tracking nothing")
+            await asyncio.to_thread(apply_mod.remove, self.model.table, self.model.route_protocol, self.nft)
+        else:
+            await self._take_over()
+        self.monitor = LinkMonitor(self._devices(), self._on_link, self._on_address, self._on_resync)
+        self.monitor.start()
+        try:
+            await asyncio.wait_for(self.monitor.ready.wait(), 5.0)
+        except asyncio.TimeoutError:
+            log.warning("link monitor not ready after 5 s; link events may be late")
+        self._reconcile_links()
+        for tracker in self.trackers.values():
+            tracker.start()
+        if self.socket_path:
+            from . import ipc
+            from .commands import Commands
+
+            self.server = await ipc.serve(self.socket_path, Commands(self).dispatch)
+        log.info("started with bundle %s (%s): %s", self.bundle_dir, self.bundle.digest[:12],
+                 ", ".join(f"{t.name} {t.health.status.value}" for t in self.trackers.values()) or "no interfaces")
+
+    async def _take_over(self) -> None:
+        """Apply the bundle, starting each interface in the state the kernel already shows."""
+        model = self.model
+        links = await asyncio.to_thread(self._read_links, model)
+        guess = apply_mod.initial_alive(model, links)
+        listing = self.nft.list_json(f"table inet {model.table}")
+        alive = None
+        if listing:
+            alive = swap.alive_from_kernel(model, swap.loaded_variants(self.bundle, listing), guess)
+            if alive is None:
+                log.info("the loaded NetPath table does not match this bundle: starting from initial states")
+            else:
+                log.info("took over the running state: alive %s", ", ".join(sorted(alive)) or "none")
+        taken_over = alive is not None
+        if alive is None:
+            alive = guess
+        async with self.kernel_lock:
+            result = await asyncio.to_thread(apply_mod.apply, self.bundle, alive, self.nft, links)
+            self.loaded_masks = dict(result.masks)
+        self.links = links
+        missing = await probes.preload(i.track.method for i in model.interfaces if i.enabled and is_tracked(i))
+        for message in missing:
+            log.error("%s: interfaces using this method will fail their rounds", message)
+        for iface in model.interfaces:
+            if iface.enabled:
+                self.trackers[iface.name] = self._new_tracker(model, iface, links.get(iface.name),
+                                                              iface.name in alive, taken_over)
+
+    def _new_tracker(self, model, iface, link, alive: bool, taken_over: bool) -> Tracker:
+        settings = settings_of(iface)
+        link_up = bool(link and link.exists and link.up)
+        if taken_over and link_up:
+            health = (hl.Health(hl.Status.ONLINE, settings.full_score, reason="taken over from the kernel")
+                      if alive else
+                      hl.Health(hl.Status.OFFLINE, 0, reason="taken over from the kernel (not in use)"))
+        elif is_tracked(iface):
+            health = hl.initial(settings, link_up)
+        else:
+            health = hl.untracked(settings, link_up)
+        if iface.name in self.disabled:
+            health = hl.on_admin(health, False, settings).health
+        source = link.addresses[0] if link and link.addresses else None
+        return Tracker(iface, model.special["default"]["mark"], health, self._on_step, source)
+
+    @staticmethod
+    def _read_links(model) -> dict:
+        return {i.name: apply_mod.read_link(i) for i in model.interfaces if i.enabled}
+
+    def _devices(self) -> set:
+        return {t.iface.device for t in self.trackers.values()}
+
+    def _reconcile_links(self) -> None:
+        """Link changes between reading the links and the monitor's first dump."""
+        for tracker in self.trackers.values():
+            up = self.monitor.state.get(tracker.iface.device, False)
+            if up != tracker.health.link_up:
+                tracker.link_changed(up)
+
+    async def run(self) -> int:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self.stopping.set)
+        loop.add_signal_handler(signal.SIGHUP, lambda: self._spawn(self._reload_logged(), "reload"))
+        await self.start()
+        await self.stopping.wait()
+        await self.shutdown()
+        return 0
+
+    async def shutdown(self) -> None:
+        for tracker in self.trackers.values():
+            await tracker.stop()
+        if self.monitor:
+            await self.monitor.stop()
+        if self.server is not None:
+            from . import ipc
+
+            await ipc.stop(self.server)
+        for task in list(self._background):
+            task.cancel()
+        await asyncio.gather(*self._background, return_exceptions=True)
+        await self.hooks.stop()
+        if self.keep:
+            log.info("stopped; --keep: the last state stays in the kernel")
+            return
+        async with self.kernel_lock:
+            await asyncio.to_thread(apply_mod.remove, self.model.table, self.model.route_protocol, self.nft)
+        log.info("stopped; removed table inet %s and NetPath's rules and routes", self.model.table)
+
+    def _spawn(self, coro, name: str) -> asyncio.Task:
+        task = asyncio.create_task(coro, name=name)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+        return task
+
+    # -- state changes ---------------------------------------------------------------------------
+
+    def alive(self) -> set:
+        return {name for name, t in self.trackers.items() if t.usable}
+
+    def _on_step(self, tracker: Tracker, before: hl.Health, step: hl.Step, decided_at: float) -> None:
+        new = step.health
+        if new.status != before.status:
+            figures = tracker.figures()
+            verdicts = ", ".join(f"{v.target} {v.latency_ms if v.latency_ms != hl.NO_REPLY_LATENCY_MS else '-'} ms "
+                                 f"loss {v.loss_pct}%" for v in new.targets) or "no probe figures"
+            log.warning("%s: %s -> %s (%s); %s; window loss %s%%", tracker.name, before.status.value,
+                        new.status.value, new.reason, verdicts,
+                        "-" if figures["loss_pct"] is None else figures["loss_pct"])
+            self.history.append({"time": time.time(), "interface": tracker.name, "from": before.status.value,
+                                 "to": new.status.value, "reason": new.reason})
+        if step.changed or step.events:
+            self._spawn(self._after_change(tracker, step.events, decided_at), f"change-{tracker.name}")
+
+    async def _after_change(self, tracker: Tracker, events: tuple, decided_at: float) -> None:
+        await self.sync(decided_at)
+        iface = tracker.iface
+        for event in events:
+            if event in iface.flush_conntrack:
+                await self._flush_conntrack(tracker, event)
+            self.hooks.submit(event, iface.name, iface.device)
+
+    async def sync(self, decided_at: "float | None" = None) -> bool:
+        """Bring the kernel's variants in line with the current health. True if it loaded any."""
+        async with self.kernel_lock:
+            wanted = apply_mod.masks_for(self.model, self.alive())
+            if wanted == self.loaded_masks:
+                return False
+            text = swap.transaction(self.bundle, self.loaded_masks, wanted)
+            try:
+                seconds = await swap.load(self.nft, text)
+            except NftError as exc:
+                log.error("the kernel refused the state transaction (%s); retrying in %g s", exc, SWAP_RETRY)
+                loop = asyncio.get_running_loop()
+                loop.call_later(SWAP_RETRY, lambda: self._spawn(self.sync(), "sync-retry"))
+                return False
+            committed = time.perf_counter()
+            changed = swap.changed_policies(self.loaded_masks, wanted)
+            self.loaded_masks = wanted
+            self.swaps += 1
+            self.swap_seconds_last = seconds
+            if decided_at is not None:
+                self.decision_seconds.append(committed - decided_at)
+            log.info("state swap: %s in %.2f ms", ", ".join(f"{p}={wanted[p] or '-'}" for p in changed),
+                     seconds * 1000)
+            return True
+
+    async def _flush_conntrack(self, tracker: Tracker, event: str) -> None:
+        iface = tracker.iface
+        if event in DOWN_EVENTS and not self._others_alive(iface):
+            log.info("%s: %s: conntrack kept (no other member of its policies is alive)", iface.name, event)
+            return
+        try:
+            deleted = await conntrack.flush_mark(iface.mark, self.model.mask)
+        except conntrack.ConntrackError as exc:
+            log.error("%s: %s: %s", iface.name, event, exc)
+            return
+        log.info("%s: %s: deleted %d conntrack entries with mark 0x%08x", iface.name, event, deleted, iface.mark)
+
+    def _others_alive(self, iface) -> bool:
+        alive = self.alive() - {iface.name}
+        for policy in self.model.policies:
+            names = {m.interface for m in policy.members}
+            if iface.name in names and names & alive:
+                return True
+        return False
+
+    # -- links -----------------------------------------------------------------------------------
+
+    def _trackers_on(self, device: str) -> list:
+        return [t for t in self.trackers.values() if t.iface.device == device]
+
+    def _on_link(self, device: str, up: bool, gone: bool) -> None:
+        for tracker in self._trackers_on(device):
+            log.info("%s: link %s%s", tracker.name, "up" if up else "down", " (device removed)" if gone else "")
+            tracker.link_changed(up)
+            if up:
+                self._schedule_resync(tracker.name)
+
+    def _on_address(self, device: str) -> None:
+        for tracker in self._trackers_on(device):
+            self._schedule_resync(tracker.name)
+
+    def _on_resync(self) -> None:
+        self._reconcile_links()
+        for name in self.trackers:
+            self._schedule_resync(name)
+
+    def _schedule_resync(self, name: str) -> None:
+        if name in self._pending_resync:
+            return
+        loop = asyncio.get_running_loop()
+        self._pending_resync[name] = loop.call_later(
+            ADDRESS_SETTLE, lambda: self._spawn(self.resync(name), f"resync-{name}"))
+
+    async def resync(self, name: str) -> bool:
+        """Re-read one WAN's addresses and gateway; re-run apply's rule/route sync when they
+        changed (DHCP renew, PPPoE reconnect). True when something was changed."""
+        self._pending_resync.pop(name, None)
+        tracker = self.trackers.get(name)
+        if tracker is None:
+            return False
+        link = await asyncio.to_thread(apply_mod.read_link, tracker.iface)
+        before = self.links.get(name)
+        tracker.source = link.addresses[0] if link.addresses else None
+        if before is not None and (before.addresses, before.gateway, before.networks, before.exists) == \
+                (link.addresses, link.gateway, link.networks, link.exists):
+            return False
+        self.links[name] = link
+        async with self.kernel_lock:
+            bundle, links = self.bundle, dict(self.links)
+            await asyncio.to_thread(self._sync_routing, bundle, links)
+            if before is None or before.networks != link.networks:
+                await swap.load(self.nft, swap.bypass_transaction(bundle.model, links))
+        log.info("%s: routing updated: address %s, gateway %s", name, ", ".join(link.addresses) or "none",
+                 link.gateway or "none (on-link)")
+        return True
+
+    def _retire(self, previous, model) -> None:
+        """After a reload that renamed the table or changed the route protocol: take away
+        what the previous bundle installed under the old names."""
+        if previous.table != model.table and self.nft.table_exists(previous.table):
+            self.nft.load(f"delete table inet {previous.table}\n")
+        if previous.route_protocol != model.route_protocol:
+            for family in ("ipv4", "ipv6"):
+                apply_mod.ip_batch(family, [f"rule flush protocol {previous.route_protocol}"])
+                if apply_mod.ip_json(family, "route", "show", "table", "all", "proto",
+                                     str(previous.route_protocol)):
+                    apply_mod.ip_batch(family, [f"route flush table all proto {previous.route_protocol}"])
+
+    @staticmethod
+    def _sync_routing(bundle, links) -> None:
+        apply_mod.sync_rules(apply_mod.desired_rules(bundle, links), bundle.model.route_protocol)
+        apply_mod.sync_routes(bundle.model, links)
+
+    # -- commands --------------------------------------------------------------------------------
+
+    def set_admin(self, name: str, enabled: bool) -> Tracker:
+        tracker = self.trackers[name]
+        if enabled:
+            self.disabled.discard(name)
+        else:
+            self.disabled.add(name)
+        tracker.admin_changed(enabled)
+        return tracker
+
+    def ifevent(self, action: str, name: str) -> None:
+        tracker = self.trackers[name]
+        if action == "ifdown":
+            tracker.link_changed(False)
+        elif action == "ifup":
+            tracker.link_changed(True)
+            self._schedule_resync(name)
+        elif action == "ifupdate":
+            self._schedule_resync(name)
+
+    async def _reload_logged(self) -> None:
+        try:
+            await self.reload()
+        except (bundle_mod.BundleError, apply_mod.ApplyError, NftError, OSError) as exc:
+            log.error("reload failed, still running the previous bundle: %s", exc)
+
+    async def reload(self) -> bool:
+        """Load the bundle directory again; True when it differs from the running one.
+
+        The new ruleset goes in with the variants of the current health, in one transaction:
+        interfaces that stay keep their state (their flows keep their marks), removed ones
+        lose their routes and rules, new ones start from initial_state."""
+        async with self.reload_lock:
+            new = await asyncio.to_thread(bundle_mod.read, self.bundle_dir)
+            changed = new.digest != self.bundle.digest
+            model = new.model
+            links = await asyncio.to_thread(self._read_links, model)
+            await probes.preload(i.track.method for i in model.interfaces if i.enabled and is_tracked(i))
+            async with self.kernel_lock:
+                kept, added = {}, {}
+                for iface in model.interfaces:
+                    if not iface.enabled:
+                        continue
+                    old = self.trackers.get(iface.name)
+                    if old is not None and (old.iface.device, old.iface.family) == (iface.device, iface.family):
+                        kept[iface.name] = iface
+                    else:
+                        added[iface.name] = iface
+                previous = self.bundle
+                fresh = {name: self._new_tracker(model, iface, links.get(name), False, False)
+                         for name, iface in added.items()}
+                alive = {n for n in kept if self.trackers[n].usable} | {n for n, t in fresh.items() if t.usable}
+                if model.enabled:
+                    result = await asyncio.to_thread(apply_mod.apply, new, alive, self.nft, links)
+                    masks = dict(result.masks)
+                else:
+                    await asyncio.to_thread(apply_mod.remove, model.table, model.route_protocol, self.nft)
+                    masks = {}
+                    kept, fresh = {}, {}
+                if model.enabled:
+                    await asyncio.to_thread(self._retire, previous.model, model)
+                removed = [t for n, t in self.trackers.items() if n not in kept]
+                for tracker in removed:
+                    await tracker.stop()
+                trackers = {}
+                for iface in model.interfaces:
+                    if iface.name in kept:
+                        tracker = self.trackers[iface.name]
+                        tracker.update(iface)
+                        tracker.fwmark = model.special["default"]["mark"]
+                        trackers[iface.name] = tracker
+                    elif iface.name in fresh:
+                        trackers[iface.name] = fresh[iface.name]
+                self.bundle, self.links, self.loaded_masks, self.trackers = new, links, masks, trackers
+                for tracker in fresh.values():
+                    tracker.start()
+                if self.monitor:
+                    self.monitor.watch(self._devices())
+            log.info("reloaded bundle %s (%s)%s; interfaces: %s", self.bundle_dir, new.digest[:12],
+                     "" if changed else " (unchanged)",
+                     ", ".join(f"{t.name} {t.health.status.value}" for t in trackers.values()) or "none")
+        await self.sync()  # catch up with changes that arrived while the new bundle went in
+        return changed

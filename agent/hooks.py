@@ -1,0 +1,94 @@
+"""Hook scripts: what /etc/mwan3.user is to mwan3.
+
+Every executable file in the hooks directory (default /etc/netpath/hooks.d) is called, in
+name order, for each event of an interface with the environment ACTION (connected,
+disconnected, connecting, disconnecting, ifup, ifdown), INTERFACE and DEVICE. Events run one
+after another in the order they happened, in a worker task: a slow script delays later
+hooks, never the tracking. Each script has a time limit; one that outlives it is killed
+with its process group.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+from pathlib import Path
+
+DEFAULT_DIRECTORY = "/etc/netpath/hooks.d"
+HOOK_TIMEOUT = 30.0
+MAX_PENDING = 256  # events queued behind slow hooks before new ones are dropped (and logged)
+
+log = logging.getLogger("netpath.hooks")
+
+
+def scripts(directory) -> list:
+    """The executable regular files of `directory`, by name; [] when it does not exist."""
+    try:
+        entries = sorted(Path(directory).iterdir())
+    except (FileNotFoundError, NotADirectoryError):
+        return []
+    except OSError as exc:
+        log.warning("hooks: cannot read %s: %s", directory, exc.strerror)
+        return []
+    return [p for p in entries if p.is_file() and os.access(p, os.X_OK) and not p.name.startswith(".")]
+
+
+async def run_script(path: Path, env: dict, timeout: float) -> "int | None":
+    """Run one hook; its exit status, or None when it was killed for running too long."""
+    proc = await asyncio.create_subprocess_exec(
+        str(path), stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT, env=env, start_new_session=True)
+    try:
+        out, _ = await asyncio.wait_for(proc.communicate(), timeout)
+    except asyncio.TimeoutError:
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)  # the script and whatever it started
+        except ProcessLookupError:
+            pass
+        await proc.wait()
+        log.warning("hook %s (%s %s) killed after %g s", path, env["ACTION"], env["INTERFACE"], timeout)
+        return None
+    if proc.returncode != 0:
+        text = out.decode(errors="replace").strip()[-500:]
+        log.warning("hook %s (%s %s) exited %d%s", path, env["ACTION"], env["INTERFACE"],
+                    proc.returncode, f": {text}" if text else "")
+    return proc.returncode
+
+
+class Hooks:
+    def __init__(self, directory=DEFAULT_DIRECTORY, timeout: float = HOOK_TIMEOUT):
+        self.directory = directory
+        self.timeout = timeout
+        self.queue: asyncio.Queue = asyncio.Queue(MAX_PENDING)
+        self.task: "asyncio.Task | None" = None
+        self.runs = 0
+
+    def start(self) -> None:
+        self.task = asyncio.create_task(self._worker(), name="hooks")
+
+    async def stop(self) -> None:
+        if self.task:
+            self.task.cancel()
+            await asyncio.gather(self.task, return_exceptions=True)
+
+    def submit(self, action: str, interface: str, device: str) -> None:
+        try:
+            self.queue.put_nowait((action, interface, device))
+        except asyncio.QueueFull:
+            log.warning("hooks: %d events waiting behind slow hooks; dropped %s %s",
+                        MAX_PENDING, action, interface)
+
+    async def _worker(self) -> None:
+        while True:
+            action, interface, device = await self.queue.get()
+            found = await asyncio.to_thread(scripts, self.directory)
+            env = {"PATH": os.environ.get("PATH", "/usr/sbin:/usr/bin:/sbin:/bin"),
+                   "ACTION": action, "INTERFACE": interface, "DEVICE": device}
+            for path in found:
+                try:
+                    await run_script(path, env, self.timeout)
+                    self.runs += 1
+                except OSError as exc:
+                    log.warning("hook %s cannot run: %s", path, exc.strerror or exc)
