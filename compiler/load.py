@@ -181,11 +181,14 @@ def _from_uci(text: str, filename: str):
             if key == "interfaces" and option.name in TRACK_OPTIONS:
                 sub = TRACK_OPTIONS[option.name]
                 values.setdefault("track", {})[sub] = value
-                locator.places[path + ("track", sub)] = (opt_label, option.line)
+                opt_path = path + ("track", sub)
                 locator.places.setdefault(path + ("track",), (label, section.line))
             else:
                 values[option.name] = value
-                locator.places[path + (option.name,)] = (opt_label, option.line)
+                opt_path = path + (option.name,)
+            locator.places[opt_path] = (opt_label, option.line)
+            for i, line in enumerate(option.item_lines if option.is_list else ()):
+                locator.places[opt_path + (i,)] = (f"{opt_label} item {i + 1}", line)
     if errors:
         raise LoadError(errors)
     return tree, locator

@@ -64,6 +64,7 @@ class UciOption:
     value: "str | list[str]"  # list for `list`, str for `option`
     is_list: bool
     line: int = field(default=0, compare=False)  # last statement that set/extended it
+    item_lines: list = field(default_factory=list, compare=False)  # `list`: line of each item
 
 
 @dataclass
@@ -347,9 +348,11 @@ class _Parser:
             if old is not None and old.is_list:
                 old.value.append(value)
                 old.line = line
+                old.item_lines.append(line)
                 return
             items = [value] if old is None else [old.value, value]
-            new = UciOption(name, items, True, line)
+            new = UciOption(name, items, True, line,
+                            [line] if old is None else [old.line, line])
         else:
             if not value:
                 return  # uci_set with an empty value is a no-op while parsing
