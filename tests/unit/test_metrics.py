@@ -1,0 +1,301 @@
+"""Metrics: the Prometheus text (checked with prometheus_client's own parser), the HTTP
+endpoint on loopback, and the kernel readers against real objects in namespaces of our own.
+
+The readers look at the namespace they run in, so the lab tests run them there with
+`ip netns exec NS python -c ...`; the root namespace's nft and conntrack are never touched.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import http.client
+import json
+import subprocess
+import sys
+import textwrap
+import uuid
+
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from netpath.agent import metrics
+
+METRICS = {
+    "interfaces": {
+        "wan": {"up": 1, "latency_ms": 12.5, "loss_pct": 5.0, "score": 5, "tx_bytes": 123456,
+                "rx_bytes": 654321, "connections": 17, "state_changes": 3},
+        "wanb": {"up": 0, "latency_ms": None, "loss_pct": 100.0, "score": 0, "tx_bytes": None,
+                 "rx_bytes": 0, "connections": None, "state_changes": 0},
+    },
+    "rules": {"https": {"packets": 42, "bytes": 4200}, 'odd"name\\x': {"packets": 1, "bytes": 60}},
+    "swaps": 7,
+    "swap_seconds_last": 0.0021,
+}
+
+
+def samples_by_name(text: str) -> tuple:
+    families = {f.name: f for f in text_string_to_metric_families(text)}
+    samples = {}
+    for family in families.values():
+        for s in family.samples:
+            samples[(s.name, tuple(sorted(s.labels.items())))] = s.value
+    return families, samples
+
+
+def test_prometheus_text_parses_and_carries_every_figure():
+    text = metrics.prometheus_text(METRICS)
+    families, samples = samples_by_name(text)
+    lines = text.splitlines()
+    for name in families:
+        assert any(line.startswith(f"# HELP {name}") for line in lines)
+    assert "# TYPE netpath_interface_up gauge" in lines
+    assert "# TYPE netpath_interface_transmit_bytes_total counter" in lines
+    # Values in base units, labelled by interface.
+    assert samples[("netpath_interface_up", (("interface", "wan"),))] == 1
+    assert samples[("netpath_interface_up", (("interface", "wanb"),))] == 0
+    assert samples[("netpath_interface_latency_seconds", (("interface", "wan"),))] == pytest.approx(0.0125)
+    assert samples[("netpath_interface_loss_ratio", (("interface", "wan"),))] == pytest.approx(0.05)
+    assert samples[("netpath_interface_transmit_bytes_total", (("interface", "wan"),))] == 123456
+    assert samples[("netpath_interface_connections", (("interface", "wan"),))] == 17
+    assert samples[("netpath_interface_state_changes_total", (("interface", "wan"),))] == 3
+    # Unknown figures are absent, not zero.
+    assert ("netpath_interface_latency_seconds", (("interface", "wanb"),)) not in samples
+    assert ("netpath_interface_transmit_bytes_total", (("interface", "wanb"),)) not in samples
+    assert samples[("netpath_interface_receive_bytes_total", (("interface", "wanb"),))] == 0
+    # Rules, with a label value that needs escaping.
+    assert samples[("netpath_rule_packets_total", (("rule", "https"),))] == 42
+    assert samples[("netpath_rule_bytes_total", (("rule", 'odd"name\\x'),))] == 60
+    assert samples[("netpath_state_swaps_total", ())] == 7
+    assert samples[("netpath_state_swap_duration_seconds", ())] == pytest.approx(0.0021)
+
+
+def test_prometheus_text_of_an_agent_with_nothing_yet():
+    text = metrics.prometheus_text({"interfaces": {}, "rules": {}, "swaps": 0, "swap_seconds_last": None})
+    families, samples = samples_by_name(text)
+    assert samples == {("netpath_state_swaps_total", ()): 0}
+    assert "netpath_interface_up" in families  # HELP/TYPE are there even without samples
+
+
+def test_count_marks_masks_and_skips_lines_without_a_mark():
+    lines = [
+        b"ipv4 2 udp 17 29 src=10.0.0.1 dst=10.0.0.2 sport=1 dport=2 [UNREPLIED] mark=256 zone=0 use=2\n",
+        b"ipv4 2 udp 17 29 src=10.0.0.1 dst=10.0.0.2 sport=3 dport=2 mark=65792 use=2\n",  # 0x10100
+        b"ipv6 10 tcp 6 100 ESTABLISHED src=2001:db8::1 dst=2001:db8::2 mark=512 use=1\n",
+        b"ipv4 2 icmp 1 29 src=10.0.0.1 dst=10.0.0.2 type=8 code=0 id=1 mark=0 use=1\n",
+        b"ipv4 2 udp 17 29 src=10.0.0.1 dst=10.0.0.2 sport=4 dport=2 use=1\n",  # kernel without marks
+    ]
+    assert metrics.count_marks(lines, 0x3F00) == {0x100: 2, 0x200: 1, 0: 1}
+
+
+def test_link_stats_of_loopback_and_of_a_missing_device():
+    stats = metrics.link_stats("lo")
+    assert set(stats) == set(metrics.LINK_COUNTERS)
+    assert all(isinstance(v, int) and v >= 0 for v in stats.values())
+    missing = metrics.link_stats("ipc-nosuchdev")
+    assert missing == dict.fromkeys(metrics.LINK_COUNTERS)
+    assert metrics.link_stats("../../etc") == dict.fromkeys(metrics.LINK_COUNTERS)
+
+
+# --- HTTP endpoint ------------------------------------------------------------------------------
+
+def _http(port: int, method: str, path: str) -> tuple:
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+    try:
+        conn.request(method, path)
+        response = conn.getresponse()
+        return response.status, response.getheader("Content-Type"), response.read().decode()
+    finally:
+        conn.close()
+
+
+def test_metrics_http_endpoint_on_loopback():
+    calls = []
+
+    async def get_text():
+        calls.append(1)
+        return metrics.prometheus_text(METRICS)
+
+    async def scenario():
+        server = await metrics.serve_metrics_http("127.0.0.1", 0, get_text)
+        port = server.sockets[0].getsockname()[1]
+        try:
+            return [await asyncio.to_thread(_http, port, method, path)
+                    for method, path in (("GET", "/metrics"), ("GET", "/"), ("POST", "/metrics"),
+                                         ("HEAD", "/metrics"))]
+        finally:
+            server.close()
+            await server.wait_closed()
+
+    (status, ctype, body), missing, post, head = asyncio.run(scenario())
+    assert status == 200 and ctype.startswith("text/plain; version=0.0.4")
+    assert {f.name for f in text_string_to_metric_families(body)} >= {"netpath_interface_up"}
+    assert missing[0] == 404 and post[0] == 405
+    assert head[0] == 200 and head[2] == ""
+    assert len(calls) == 2  # GET and HEAD asked for the figures, 404/405 did not
+
+
+def test_metrics_http_endpoint_survives_a_failing_reader_and_garbage():
+    def get_text():
+        raise RuntimeError("tracker gone")
+
+    async def scenario():
+        server = await metrics.serve_metrics_http("127.0.0.1", 0, get_text)
+        port = server.sockets[0].getsockname()[1]
+        try:
+            failing = await asyncio.to_thread(_http, port, "GET", "/metrics")
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            writer.write(b"\x00\x01 not http\r\n\r\n")
+            garbage = await asyncio.wait_for(reader.read(), 5)
+            writer.close()
+            return failing, garbage
+        finally:
+            server.close()
+            await server.wait_closed()
+
+    failing, garbage = asyncio.run(scenario())
+    assert failing[0] == 500 and "tracker gone" in failing[2]
+    assert garbage.startswith(b"HTTP/1.0 400")
+
+
+# --- kernel readers inside namespaces of our own ---------------------------------------------
+
+def sh(*argv, ns=None, check=True, timeout=30, **kw):
+    prefix = ["ip", "netns", "exec", ns] if ns else []
+    return subprocess.run([*prefix, *argv], capture_output=True, text=True, check=check, timeout=timeout, **kw)
+
+
+def in_netns(ns: str, code: str):
+    """Run `code` with the venv's Python inside `ns`; it prints one JSON value."""
+    proc = sh(sys.executable, "-c", textwrap.dedent(code), ns=ns, check=False, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    return json.loads(proc.stdout)
+
+
+@pytest.fixture
+def netns():
+    name = f"ipc-{uuid.uuid4().hex[:6]}"
+    sh("ip", "netns", "add", name)
+    try:
+        sh("ip", "link", "set", "lo", "up", ns=name)
+        yield name
+    finally:
+        subprocess.run(["ip", "netns", "del", name], capture_output=True, timeout=30)
+
+
+@pytest.mark.lab
+def test_link_stats_of_a_veth_in_a_namespace(netns):
+    sh("ip", "link", "add", "ipc-v0", "type", "veth", "peer", "name", "ipc-v1", ns=netns)
+    sh("ip", "addr", "add", "192.0.2.1/24", "dev", "ipc-v0", ns=netns)
+    sh("ip", "link", "set", "ipc-v0", "up", ns=netns)
+    sh("ip", "link", "set", "ipc-v1", "up", ns=netns)
+    read = "import json; from netpath.agent.metrics import link_stats; print(json.dumps(link_stats('ipc-v0')))"
+    before = in_netns(netns, read)
+    pings = 7
+    # No host answers 192.0.2.2, but each ping still leaves ipc-v0 (after ARP, or as ARP).
+    sh("ping", "-c", str(pings), "-i", "0.05", "-W", "1", "-s", "1000", "192.0.2.2", ns=netns, check=False)
+    after = in_netns(netns, read)
+    kernel = json.loads(sh("ip", "-j", "-s", "link", "show", "ipc-v0", ns=netns).stdout)[0]["stats64"]
+    assert after["tx_packets"] - before["tx_packets"] >= 1
+    assert after["tx_packets"] == kernel["tx"]["packets"]
+    assert after["tx_bytes"] == kernel["tx"]["bytes"]
+    assert after["rx_packets"] == kernel["rx"]["packets"]
+    # The device does not exist in the root namespace: the reader is namespace-local.
+    assert metrics.link_stats("ipc-v0")["tx_packets"] is None
+
+
+CT_RULESET = """
+table inet ipc_ct {
+    chain out {
+        type filter hook output priority 0; policy accept;
+        udp dport 5000-5099 ct mark set 0x00000100
+        udp dport 6000-6099 ct mark set 0x00000200
+        udp dport 7000-7099 ct mark set 0x00010300
+    }
+}
+"""
+
+SEND_UDP = """
+import socket, sys
+for spec in sys.argv[1:]:
+    host, port, count = spec.rsplit(":", 2)
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    for _ in range(int(count)):
+        s = socket.socket(family, socket.SOCK_DGRAM)  # new source port: a new conntrack entry
+        s.sendto(b"netpath", (host, int(port)))
+        s.close()
+"""
+
+
+@pytest.mark.lab
+def test_conntrack_by_mark_counts_real_entries(netns):
+    sh("nft", "-f", "-", ns=netns, input=CT_RULESET)
+    sh(sys.executable, "-c", SEND_UDP, "127.0.0.1:5001:5", "::1:5002:2", "127.0.0.1:6001:3",
+       "127.0.0.1:7001:4", "127.0.0.1:9:1", ns=netns)
+    by_proc = in_netns(netns, """
+        import json; from netpath.agent.metrics import conntrack_by_mark
+        print(json.dumps(conntrack_by_mark(0x3F00)))""")
+    by_tool = in_netns(netns, """
+        import json; from netpath.agent.metrics import conntrack_by_mark
+        print(json.dumps(conntrack_by_mark(0x3F00, proc_path='/nonexistent/nf_conntrack')))""")
+    # conntrack(8) itself, per mark, as the independent count.
+    def tool_count(mark):
+        out = sh("conntrack", "-L", "-f", "ipv4", "--mark", f"{mark}/0x3f00", ns=netns).stdout
+        out6 = sh("conntrack", "-L", "-f", "ipv6", "--mark", f"{mark}/0x3f00", ns=netns).stdout
+        return len(out.splitlines()) + len(out6.splitlines())
+
+    counts = {int(k): v for k, v in by_proc.items()}
+    assert counts.get(0x100) == 7 == tool_count(0x100)
+    assert counts.get(0x200) == 3 == tool_count(0x200)
+    assert counts.get(0x300) == 4 == tool_count(0x300), "bits outside the mask are ignored"
+    assert counts.get(0, 0) >= 1  # the unmarked flow to port 9
+    assert {int(k): v for k, v in by_tool.items()} == counts
+
+
+@pytest.mark.lab
+def test_conntrack_by_mark_in_a_namespace_without_flows(netns):
+    counts = in_netns(netns, """
+        import json; from netpath.agent.metrics import conntrack_by_mark
+        print(json.dumps(conntrack_by_mark(0x3F00)))""")
+    assert counts == {}
+
+
+RULES_RULESET = """
+table inet ipc_rules {
+    chain out {
+        type filter hook output priority 0; policy accept;
+        meta l4proto udp jump rules
+    }
+    chain rules {
+        ip daddr 127.0.0.1 udp dport 7001 counter comment "rule a"
+        ip6 daddr ::1 udp dport 7001 counter comment "rule a"
+        udp dport 7002 log prefix "netpath(b) " level info
+        udp dport 7002 counter comment "rule b"
+        udp dport 7003 counter comment "rule unused"
+        udp dport 7004 counter comment "not a rule tag"
+        udp dport 7005 comment "rule nocounter"
+    }
+}
+"""
+
+
+@pytest.mark.lab
+@pytest.mark.parametrize("library", [True, False], ids=["libnftables", "nft-subprocess"])
+def test_rule_counters_from_a_real_table(netns, library):
+    sh("nft", "-f", "-", ns=netns, input=RULES_RULESET)
+    payload = len(b"netpath")
+    sh(sys.executable, "-c", SEND_UDP, "127.0.0.1:7001:4", "::1:7001:3", "127.0.0.1:7002:2",
+       "127.0.0.1:7004:5", ns=netns)
+    counters = in_netns(netns, f"""
+        import json
+        from netpath.agent.metrics import rule_counters
+        from netpath.agent.nft import Nft
+        nft = Nft(prefer_library={library})
+        assert nft.backend == {'"libnftables"' if library else '"nft"'}, nft.backend
+        print(json.dumps({{"present": rule_counters(nft, "ipc_rules"), "absent": rule_counters(nft, "ipc_none")}}))""")
+    udp = 8
+    assert counters["present"] == {
+        "a": {"packets": 7, "bytes": 4 * (20 + udp + payload) + 3 * (40 + udp + payload)},
+        "b": {"packets": 2, "bytes": 2 * (20 + udp + payload)},
+        "unused": {"packets": 0, "bytes": 0},
+    }
+    assert counters["absent"] == {}
