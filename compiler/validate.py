@@ -16,6 +16,8 @@ import voluptuous as vol
 from netpath.agent import marks
 from netpath.agent.policy import LAST_RESORTS, MODES
 
+from .load import TRACK_OPTIONS
+
 MAX_MEMBERS_PER_POLICY = 10  # state files per policy grow as 2^members
 # `\Z`, not `$`: `$` also matches before a trailing newline, and a newline in a name
 # would start a new nft statement.
@@ -367,6 +369,11 @@ def _run(schema: dict, data, path: tuple, locator, errors: list, kind: str):
         errors.append(f"{locator.where(path)}: expected a table of options, got {type(data).__name__}")
         return None
     known = {str(k) for k in schema}
+    # UCI spells tracking settings flat on the interface: suggest those names too, so
+    # mwan3's `track_ip` leads to `track_targets`.
+    spellings = known
+    if kind == "interface" and locator.fmt == "uci":
+        spellings = (known - {"track"}) | set(TRACK_OPTIONS)
     clean = {}
     for key in data:
         if key not in known:
@@ -376,7 +383,7 @@ def _run(schema: dict, data, path: tuple, locator, errors: list, kind: str):
                 extra = f" (tracking settings go under '{'.'.join(str(p) for p in path[:2])}.track')"
             article = "an" if kind[0] in "aeiou" else "a"
             errors.append(f"{place}: unknown option '{key}' for {article} {kind}"
-                          f"{suggest(key, known) or extra}; allowed: {', '.join(sorted(known))}")
+                          f"{suggest(key, spellings) or extra}; allowed: {', '.join(sorted(spellings))}")
         else:
             clean[key] = data[key]
     try:
