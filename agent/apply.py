@@ -348,6 +348,19 @@ def explain_rejection(message: str, text: str) -> str:
         ("; ".join(found) if found else message.splitlines()[0] if message else "no detail")
 
 
+def offload_warnings(nft: Nft) -> list:
+    """Flow offloading (fw4's flow_offloading) moves established flows past prerouting: their
+    packets no longer see NetPath's chains, so a WAN change does not reach them."""
+    found = []
+    for obj in nft.list_json("flowtables").get("nftables", []):
+        table = obj.get("flowtable")
+        if table:
+            found.append(f"flow offloading is on (flowtable {table.get('family')} {table.get('table')} "
+                         f"{table.get('name')}): offloaded connections bypass NetPath's chains and keep "
+                         "their uplink until they end; new connections follow NetPath")
+    return found
+
+
 def remove(table: str = DEFAULT_TABLE, protocol: int = DEFAULT_PROTOCOL, nft: "Nft | None" = None) -> None:
     """Take away NetPath's table, ip rules and routes (by its route protocol) and nothing else."""
     nft = nft or Nft()
@@ -403,6 +416,8 @@ def main(argv, prog="netpath apply") -> int:
     states = ", ".join(f"{p}={m or 'none'}" for p, m in sorted(result.masks.items()))
     print(f"applied {args.bundle}: alive {', '.join(sorted(result.alive)) or 'none'}; states {states}; "
           f"{result.rule_changes} rule and {result.route_changes} route changes")
+    for warning in offload_warnings(Nft()):
+        print(f"note: {warning}")
     for name, link in sorted(result.links.items()):
         if not link.exists:
             print(f"note: interface {name}: device {link.device} does not exist; treated as down")
