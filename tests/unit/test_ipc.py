@@ -14,7 +14,6 @@ import shutil
 import socket
 import stat
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
