@@ -86,7 +86,8 @@ def _probe_live(path: str) -> bool:
     except OSError as exc:
         if exc.errno in (errno.ECONNREFUSED, errno.ENOENT):
             return False
-        raise
+        raise IpcError(f"cannot tell whether an agent answers on {path}: {exc.strerror}; "
+                       "remove the file if no agent runs") from None
     finally:
         probe.close()
     return True
