@@ -98,10 +98,25 @@ EXTRA_COMMANDS = {
     "explain": ("netpath.agent.explain", "main"),
     "import-mwan3": ("netpath.compiler.mwan3", "main"),
 }
+# Calls to the running agent: netpath.agent.client takes the subcommand as argv[0].
+AGENT_COMMANDS = ("status", "interfaces", "policies", "rules", "enable", "disable", "reload",
+                  "metrics", "history", "ifevent")
+for _name in AGENT_COMMANDS:
+    EXTRA_COMMANDS[_name] = ("netpath.agent.client", "main")
 EXTRA_HELP = {
     "apply": "load a bundle on this host (or --remove NetPath's state)",
     "explain": "show where a packet goes and why",
     "import-mwan3": "convert an mwan3 config into a NetPath config",
+    "status": "the running agent: uplinks and policies at a glance",
+    "interfaces": "per uplink: state, since when, why, latency, loss, traffic",
+    "policies": "per policy: alive members and the current spread",
+    "rules": "per rule: packets and bytes counted by the kernel",
+    "enable": "put an interface back into service (undoes disable)",
+    "disable": "take an interface out of service, e.g. for maintenance",
+    "reload": "make the running agent load its (recompiled) bundle",
+    "metrics": "figures as JSON, or --prometheus",
+    "history": "recent state changes with reasons",
+    "ifevent": "tell the agent about a netifd hotplug event (OpenWrt)",
 }
 
 
@@ -113,6 +128,8 @@ def main(argv=None) -> int:
 
         module_name, function = args.extra
         module = importlib.import_module(module_name)
+        if args.command in AGENT_COMMANDS:
+            return getattr(module, function)([args.command] + rest, prog="netpath")
         return getattr(module, function)(rest, prog=f"netpath {args.command}")
     if rest:
         parser().error(f"unrecognized arguments: {' '.join(rest)}")
