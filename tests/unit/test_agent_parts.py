@@ -1,0 +1,125 @@
+"""The agent's smaller parts with real processes: hook scripts, the conntrack flush (in a
+throw-away network namespace), and what the agent imports."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import shutil
+import subprocess
+import sys
+import textwrap
+import time
+
+import pytest
+
+from netpath.agent import hooks
+
+
+def write_script(path, body: str, mode=0o755):
+    path.write_text("#!/bin/sh\n" + body)
+    path.chmod(mode)
+    return path
+
+
+def test_hooks_run_in_name_order_with_the_event_in_their_environment(tmp_path):
+    record = tmp_path / "record"
+    directory = tmp_path / "hooks.d"
+    directory.mkdir()
+    write_script(directory / "20-second", f'echo "second $ACTION $INTERFACE $DEVICE" >> {record}\n')
+    write_script(directory / "10-first", f'echo "first $ACTION $INTERFACE $DEVICE" >> {record}\n')
+    write_script(directory / "30-not-executable", f"echo never >> {record}\n", mode=0o644)
+
+    async def run():
+        runner = hooks.Hooks(directory, timeout=5)
+        runner.start()
+        runner.submit("disconnected", "wan", "eth0")
+        runner.submit("connected", "wan", "eth0")
+        while runner.runs < 4:
+            await asyncio.sleep(0.01)
+        await runner.stop()
+
+    asyncio.run(run())
+    assert record.read_text().splitlines() == [
+        "first disconnected wan eth0", "second disconnected wan eth0",
+        "first connected wan eth0", "second connected wan eth0"]
+
+
+def test_a_hook_that_hangs_is_killed_and_the_loop_keeps_running(tmp_path):
+    script = write_script(tmp_path / "hang", "sleep 30 &\nwait\n")
+
+    async def run():
+        ticks = 0
+
+        async def ticker():
+            nonlocal ticks
+            while True:
+                await asyncio.sleep(0.05)
+                ticks += 1
+
+        task = asyncio.create_task(ticker())
+        started = time.monotonic()
+        status = await hooks.run_script(script, {"ACTION": "ifup", "INTERFACE": "wan", "DEVICE": "eth0",
+                                                 "PATH": os.environ["PATH"]}, timeout=0.5)
+        took = time.monotonic() - started
+        task.cancel()
+        return status, took, ticks
+
+    status, took, ticks = asyncio.run(run())
+    assert status is None
+    assert took < 5
+    assert ticks >= 5  # the loop ran while the hook hung
+
+
+def test_missing_hooks_directory_is_no_hooks(tmp_path):
+    assert hooks.scripts(tmp_path / "absent") == []
+
+
+FLUSH = textwrap.dedent("""
+    import asyncio, json, subprocess
+    from netpath.agent import conntrack
+    def add(src, mark):
+        subprocess.run(["conntrack", "-I", "-p", "udp", "-s", src, "-d", "203.0.113.10", "--sport", "1000",
+                        "--dport", "53", "--timeout", "100", "--mark", str(mark)], check=True, capture_output=True)
+    add("192.0.2.1", 0x100)
+    add("192.0.2.2", 0x100 | 0x10000)   # other bits outside the mask: still wan's flow
+    add("192.0.2.3", 0x200)
+    add("192.0.2.4", 0)
+    deleted = asyncio.run(conntrack.flush_mark(0x100, 0x3f00))
+    left = subprocess.run(["conntrack", "-L"], capture_output=True, text=True).stdout
+    print(json.dumps({"deleted": deleted, "left": left}))
+""")
+
+
+@pytest.mark.lab
+def test_conntrack_flush_deletes_only_the_marked_flows():
+    if os.geteuid() != 0 or not shutil.which("conntrack") or not shutil.which("unshare"):
+        pytest.skip("needs root, conntrack and unshare")
+    proc = subprocess.run(["unshare", "-n", sys.executable, "-c", FLUSH], capture_output=True, text=True,
+                          timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads(proc.stdout)
+    assert result["deleted"] == 2
+    assert "192.0.2.3" in result["left"] and "192.0.2.4" in result["left"]
+    assert "192.0.2.1" not in result["left"] and "192.0.2.2" not in result["left"]
+
+
+def test_the_agent_never_imports_the_compiler_stack_or_unused_probe_libraries():
+    code = textwrap.dedent("""
+        import sys, json
+        import netpath.agent.__main__, netpath.agent.daemon, netpath.agent.commands
+        import netpath.agent.track, netpath.agent.links, netpath.agent.swap, netpath.agent.hooks
+        print(json.dumps(sorted(m for m in ("jinja2", "voluptuous", "yaml", "tomli", "netpath.compiler",
+                                            "requests", "dns", "scapy") if m in sys.modules)))
+    """)
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout) == []
+
+
+def test_bad_arguments_exit_2_with_a_message(tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "netpath.agent", "--bundle", str(tmp_path), "--socket", "none"],
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2
+    assert "not a NetPath bundle" in proc.stderr
