@@ -130,8 +130,15 @@ def decision_comment(policy: str, decision: Decision) -> str:
     return f"policy {policy} {decision.family}: metric {decision.tier_metric}: {shares}"
 
 
+# With every interface disabled there is no WAN device, and nft has no empty anonymous
+# set. "/" can never name a device (the kernel's dev_valid_name refuses it), so
+# `oifname != "/"` holds for every device: no destination is reached over a WAN.
+NO_WAN_DEVICE = '"/"'
+
+
 def device_set(model: Model) -> str:
-    return _elements(f'"{dev}"' for dev in model.wan_devices)
+    devices = [f'"{dev}"' for dev in model.wan_devices]
+    return _elements(devices) if devices else NO_WAN_DEVICE
 
 
 def match_of(prefix: str) -> Match:  # small helper for tests and explain
