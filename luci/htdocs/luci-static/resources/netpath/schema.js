@@ -1,0 +1,273 @@
+'use strict';
+'require baseclass';
+
+/*
+ * The rules of NetPath's config schema (compiler/validate.py) that a browser can
+ * check, so a form refuses what `netpath check` would refuse before anything is saved.
+ * Each check takes the text of a field and returns true or a message for the user.
+ * Cross-references (a member's interface exists, ...) are left to the selects that
+ * only offer existing names, and the rest to the compiler when the service reloads.
+ */
+
+const NAME_RE = new RegExp('^[A-Za-z0-9_]{1,32}$');
+const TABLE_RE = new RegExp('^[A-Za-z][A-Za-z0-9_]{0,31}$');
+const DEVICE_RE = new RegExp('^[A-Za-z0-9][A-Za-z0-9_.-]{0,14}$');
+const DNS_NAME_RE = new RegExp('^(\\.|([A-Za-z0-9_]([A-Za-z0-9_-]{0,62})\\.?)+)$');
+const URL_RE = new RegExp('^https?://[A-Za-z0-9._~:/?#\\[\\]@!$&()*+,;=%-]+$');
+const INTEGER_RE = new RegExp('^[0-9]+$');
+const DECIMAL_RE = new RegExp('^[0-9]+(\\.[0-9]+)?$|^\\.[0-9]+$');
+const PORTS_SPLIT_RE = new RegExp('[,\\s]+');
+const PORT_RANGE_RE = new RegExp('^([0-9]{1,5})(?:[-:]([0-9]{1,5}))?$');
+const IPV4_RE = new RegExp('^(0|[1-9][0-9]{0,2})\\.(0|[1-9][0-9]{0,2})\\.(0|[1-9][0-9]{0,2})\\.(0|[1-9][0-9]{0,2})$');
+const HEX_WORD_RE = new RegExp('^[0-9A-Fa-f]{1,4}$');
+const MASK_RE = new RegExp('^(0[xX])?[0-9A-Fa-f]{1,8}$');
+
+const PROTOCOLS = [ 'all', 'tcp', 'udp', 'icmp', 'icmpv6', 'esp', 'ah', 'gre', 'sctp', 'udplite' ];
+const PORT_PROTOCOLS = [ 'all', 'tcp', 'udp', 'sctp', 'udplite', '6', '17' ];
+
+function parseIPv4(text) {
+	const m = IPV4_RE.exec(text);
+
+	if (!m)
+		return null;
+
+	const bytes = [ +m[1], +m[2], +m[3], +m[4] ];
+
+	return bytes.every((b) => b <= 255) ? bytes : null;
+}
+
+/* 8 words, or null; accepts '::' shortening and a trailing dotted quad. */
+function parseIPv6(text) {
+	let tail = [];
+
+	if (text.indexOf('.') != -1) {
+		const cut = text.lastIndexOf(':');
+		const v4 = (cut < 0) ? null : parseIPv4(text.substring(cut + 1));
+
+		if (!v4)
+			return null;
+
+		tail = [ v4[0] * 256 + v4[1], v4[2] * 256 + v4[3] ];
+		text = text.substring(0, cut + 1);
+
+		if (!text.endsWith('::'))
+			text = text.substring(0, text.length - 1);
+	}
+
+	const halves = text.split('::');
+
+	if (halves.length > 2)
+		return null;
+
+	const words = (part) => (part === '' ? [] : part.split(':'));
+	const head = words(halves[0]);
+	const rest = (halves.length == 2) ? words(halves[1]) : [];
+	const total = head.length + rest.length + tail.length;
+
+	if (!head.concat(rest).every((w) => HEX_WORD_RE.test(w)))
+		return null;
+
+	if (halves.length == 2 ? total > 7 : total != 8)
+		return null;
+
+	const zeros = new Array(8 - total).fill(0);
+
+	return head.map((w) => parseInt(w, 16))
+		.concat(halves.length == 2 ? zeros : [])
+		.concat(rest.map((w) => parseInt(w, 16)))
+		.concat(tail);
+}
+
+function family(text) {
+	if (parseIPv4(text))
+		return 'ipv4';
+	if (parseIPv6(text))
+		return 'ipv6';
+	return null;
+}
+
+function bitCount(n) {
+	let count = 0;
+
+	for (; n; n = Math.floor(n / 2))
+		count += n % 2;
+
+	return count;
+}
+
+return baseclass.extend({
+	NAME_RE: NAME_RE,
+	TRACK_METHODS: [ 'ping', 'httping', 'dns', 'arping', 'none' ],
+	FLUSH_EVENTS: [ 'ifup', 'ifdown', 'connected', 'disconnected' ],
+	LOG_LEVELS: [ 'emerg', 'alert', 'crit', 'err', 'warn', 'notice', 'info', 'debug' ],
+	DNS_TYPES: [ 'A', 'AAAA', 'NS', 'SOA', 'TXT', 'MX', 'CNAME', 'PTR' ],
+	MODES: [ 'balanced', 'failover', 'round-robin', 'hash', 'weighted', 'random' ],
+	LAST_RESORTS: [ 'unreachable', 'blackhole', 'default' ],
+	SPECIAL_TARGETS: [ 'unreachable', 'blackhole', 'default' ],
+	PROTOCOLS: PROTOCOLS,
+	PORT_PROTOCOLS: PORT_PROTOCOLS,
+	MAX_ID: 252,
+	MAX_MEMBERS_PER_POLICY: 10,
+
+	family: family,
+
+	name(value) {
+		return NAME_RE.test(value) ? true : _('1-32 characters: letters, digits, underscore');
+	},
+
+	device(value) {
+		return DEVICE_RE.test(value) ? true : _('a device name: 1-15 characters, letters, digits, "_", "." or "-", not starting with a punctuation mark');
+	},
+
+	tableName(value) {
+		return TABLE_RE.test(value) ? true : _('an nft table name: a letter, then up to 31 letters, digits or "_"');
+	},
+
+	/* Whole numbers lo..hi (hi may be null: no upper bound). */
+	integer(lo, hi) {
+		return (value) => {
+			const text = String(value).trim();
+
+			if (!INTEGER_RE.test(text))
+				return _('a whole number');
+
+			const n = parseInt(text, 10);
+
+			if (n < lo || (hi != null && n > hi))
+				return (hi != null) ? _('a whole number from %d to %d').format(lo, hi) : _('a whole number of at least %d').format(lo);
+
+			return true;
+		};
+	},
+
+	/* Decimal numbers lo..hi, such as seconds (0.2) or milliseconds. */
+	number(lo, hi) {
+		return (value) => {
+			const text = String(value).trim();
+
+			if (!DECIMAL_RE.test(text))
+				return _('a number (fractions allowed, e.g. 0.5)');
+
+			const n = parseFloat(text);
+
+			return (n >= lo && n <= hi) ? true : _('a number from %s to %s').format(String(lo), String(hi));
+		};
+	},
+
+	/* A hex mark mask with 3..8 bits set, as compiler/validate.py Mask. */
+	mask(value) {
+		const text = String(value).trim();
+
+		if (!MASK_RE.test(text))
+			return _('a hex mark mask such as 0x3F00');
+
+		const n = parseInt(text.replace(/^0[xX]/, ''), 16);
+
+		if (!(n > 0 && n <= 0xFFFFFFFF))
+			return _('a non-zero 32-bit mask');
+
+		const bits = bitCount(n);
+
+		if (bits < 3 || bits > 8)
+			return _('a mask with 3 to 8 bits set (this one has %d)').format(bits);
+
+		return true;
+	},
+
+	address(value) {
+		return family(String(value).trim()) ? true : _('an IP address');
+	},
+
+	addressOf(wanted) {
+		return (value) => {
+			const fam = family(String(value).trim());
+
+			if (!fam)
+				return _('an IP address');
+
+			return (!wanted || fam == wanted) ? true : _('an %s address (the interface\'s family)').format(wanted == 'ipv6' ? 'IPv6' : 'IPv4');
+		};
+	},
+
+	/* An address, address/length or address/netmask, as compiler/validate.py Prefix. */
+	prefix(value) {
+		const text = String(value).trim();
+		const slash = text.indexOf('/');
+		const addr = (slash < 0) ? text : text.substring(0, slash);
+		const fam = family(addr);
+
+		if (!fam)
+			return _('an address or prefix (e.g. 192.168.1.0/24)');
+
+		if (slash < 0)
+			return true;
+
+		const mask = text.substring(slash + 1);
+
+		if (INTEGER_RE.test(mask))
+			return (+mask <= (fam == 'ipv4' ? 32 : 128)) ? true : _('a prefix length up to %d').format(fam == 'ipv4' ? 32 : 128);
+
+		return (family(mask) == fam) ? true : _('a prefix length or a netmask of the same family');
+	},
+
+	/* "443", "80,443", "1000-2000", "1024:2048", as compiler/validate.py Ports. */
+	ports(value) {
+		const parts = String(value).trim().split(PORTS_SPLIT_RE).filter((p) => p !== '');
+
+		if (!parts.length)
+			return _('a port or port range (e.g. 443, 80,443, 1000-2000)');
+
+		for (const part of parts) {
+			const m = PORT_RANGE_RE.exec(part);
+
+			if (!m)
+				return _('"%s" is not a port or port range (e.g. 443, 80,443, 1000-2000)').format(part);
+
+			const lo = +m[1], hi = (m[2] != null) ? +m[2] : lo;
+
+			if (lo < 1 || lo > 65535 || hi < 1 || hi > 65535)
+				return _('"%s": ports are 1..65535').format(part);
+
+			if (lo > hi)
+				return _('"%s": the range starts after it ends').format(part);
+		}
+
+		return true;
+	},
+
+	proto(value) {
+		const text = String(value).trim().toLowerCase();
+
+		if (PROTOCOLS.indexOf(text) != -1 || (INTEGER_RE.test(text) && +text <= 255))
+			return true;
+
+		return _('one of %s, or a protocol number 0..255').format(PROTOCOLS.join(', '));
+	},
+
+	trackTarget(value) {
+		const text = String(value).trim();
+
+		if (family(text) || (text != '.' && text.length <= 253 && DNS_NAME_RE.test(text)))
+			return true;
+
+		return _('an IP address or a host name');
+	},
+
+	url(value) {
+		return URL_RE.test(value) ? true : _('an http:// or https:// URL');
+	},
+
+	dnsName(value) {
+		return (value.length <= 253 && DNS_NAME_RE.test(value)) ? true : _('a DNS name');
+	},
+
+	/* Adapt a check to form option validate(section_id, value); empty is left to rmempty. */
+	option(check) {
+		return function(section_id, value) {
+			if (value == null || value === '' || (Array.isArray(value) && !value.length))
+				return true;
+
+			return check(value);
+		};
+	}
+});
