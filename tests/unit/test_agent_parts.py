@@ -123,3 +123,48 @@ def test_bad_arguments_exit_2_with_a_message(tmp_path):
                           capture_output=True, text=True, timeout=60)
     assert proc.returncode == 2
     assert "not a NetPath bundle" in proc.stderr
+
+
+MONITOR = textwrap.dedent("""
+    import asyncio, json, subprocess
+    from netpath.agent.links import LinkMonitor
+
+    async def main():
+        events = []
+        monitor = LinkMonitor({"npa0"}, lambda dev, up, gone: events.append(["link", dev, up, gone]),
+                              lambda dev: events.append(["address", dev]), lambda: events.append(["resync"]))
+        monitor.start()
+        await asyncio.wait_for(monitor.ready.wait(), 5)
+        steps = ["link add npa0 type veth peer name npa1", "link set npa0 up", "link set npa1 up",
+                 "addr add 100.64.99.2/24 dev npa0", "route add default via 100.64.99.1 dev npa0",
+                 "route add 198.51.100.0/24 via 100.64.99.1 dev npa0 table 1001",
+                 "link set npa1 down", "link set npa1 up", "link del npa0"]
+        marks = []
+        for step in steps:
+            subprocess.run(["ip", *step.split()], check=True)
+            await asyncio.sleep(0.1)
+            marks.append([step, len(events)])
+        await monitor.stop()
+        print(json.dumps({"events": events, "marks": marks}))
+
+    asyncio.run(main())
+""")
+
+
+@pytest.mark.lab
+def test_link_monitor_reports_carrier_addresses_and_main_table_routes():
+    if os.geteuid() != 0 or not shutil.which("unshare"):
+        pytest.skip("needs root and unshare")
+    proc = subprocess.run(["unshare", "-n", sys.executable, "-c", MONITOR], capture_output=True, text=True,
+                          timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads(proc.stdout)
+    events = result["events"]
+    links = [e[2] for e in events if e[0] == "link"]
+    # new and without carrier, up with the peer, down on carrier loss, up again, down (removed)
+    assert links == [False, True, False, True, False]
+    after = dict(result["marks"])
+    before_table_route = after["route add default via 100.64.99.1 dev npa0"]
+    assert ["address", "npa0"] in events[:before_table_route]
+    # a route in another table (NetPath's own) is not reported back
+    assert after["route add 198.51.100.0/24 via 100.64.99.1 dev npa0 table 1001"] == before_table_route
