@@ -144,6 +144,14 @@ class _Converter:
         if option:
             self.handled[(section.name, option)] = "reported"
 
+    def drop(self, section, text, option=None):
+        """Leave a whole section out: one note on the section (at the line of the option
+        that decided it), which accounts for every option in it."""
+        opt = section.options.get(option) if option else None
+        self.note(section, None, f"{text}; not converted", line=opt.line if opt else None)
+        for name in section.options:
+            self.handled[(section.name, name)] = "reported"
+
     def done(self, section, option):
         self.handled.setdefault((section.name, option), "converted")
 
@@ -218,7 +226,7 @@ class _Converter:
 
     def run(self) -> dict:
         for error in self.package.warnings:
-            self.notes.append(Note(error.line, "line", f"mwan3's loader skips this: {error.message}; "
+            self.notes.append(Note(error.line, "UCI syntax", f"mwan3's loader skips this: {error.message}; "
                                                        "so does this conversion"))
         kinds = {"globals": [], "interface": [], "member": [], "policy": [], "rule": []}
         for section in self.package.sections:
@@ -539,19 +547,13 @@ class _Converter:
         iface = self.get(section, "interface")
         self.done(section, "interface")
         if iface is None or iface not in self.iface_names:
-            what = "has no interface" if iface is None else f"uses interface '{iface}', which does not exist"
-            self.note(section, "interface" if iface else None,
-                      f"{what}; mwan3 skips the member silently; not converted")
-            for option in ("metric", "weight"):
-                if option in section.options:
-                    self.handled[(section.name, option)] = "reported"
-            return
+            what = ("has no option 'interface'" if iface is None else
+                    f"option 'interface': uses interface '{iface}', which does not exist")
+            return self.drop(section, f"{what}; mwan3 skips the member silently", "interface")
         metric = self.get(section, "metric")
         if metric is not None and metric.strip().isdigit() and int(metric) > MWAN3_MAX_METRIC:
-            self.note(section, "metric", f"{metric} is above {MWAN3_MAX_METRIC}, so mwan3 ignores the "
-                                         "member; not converted")
-            self.handled[(section.name, "weight")] = "reported"
-            return
+            return self.drop(section, f"option 'metric' {metric} is above {MWAN3_MAX_METRIC}, so mwan3 "
+                                      "ignores the member", "metric")
         name = self.unique_name(section, "member")
         out = {"interface": self.iface_names[iface]}
         out["metric"] = self.integer(section, "metric", 1, 1, MWAN3_MAX_METRIC)
@@ -597,16 +599,9 @@ class _Converter:
             metric = self.tree["members"][name].get("metric", 1)
             if iface in by_iface:
                 other = by_iface[iface]
-                other_metric = self.tree["members"][other].get("metric", 1)
-                keep = other if other_metric <= metric else name
-                self.note(section, "use_member",
-                          f"members '{other}' and '{name}' both use interface '{iface}'; only the lower "
-                          f"metric one can ever carry traffic in mwan3; NetPath keeps '{keep}'"
-                          + (" (equal metrics: mwan3 added their weights, NetPath uses the first's)"
-                             if other_metric == metric else ""))
-                if keep == name:
-                    chosen[chosen.index(other)] = name
-                    by_iface[iface] = name
+                keep = self.same_interface(section, other, name, metric)
+                chosen[chosen.index(other)] = keep
+                by_iface[iface] = keep
                 continue
             by_iface[iface] = name
             chosen.append(name)
@@ -632,11 +627,35 @@ class _Converter:
             self.special_pins.append((f"policy '{name}'", last_resort))
         self.tree["policies"][name] = out
 
+    def same_interface(self, section, first: str, second: str, metric: int) -> str:
+        """Two members of one policy on the same interface. NetPath takes each interface once:
+        the lower metric one is the only one that can carry traffic (both live and die
+        together); at equal metrics mwan3 adds their weights, so a member with the sum does."""
+        members = self.tree["members"]
+        iface = members[first]["interface"]
+        first_metric = members[first].get("metric", 1)
+        if first_metric != metric:
+            keep = first if first_metric < metric else second
+            self.note(section, "use_member", f"members '{first}' and '{second}' both use interface "
+                                             f"'{iface}'; only the lower metric one can carry traffic; "
+                                             f"NetPath keeps '{keep}'")
+            return keep
+        total = members[first].get("weight", 1) + members[second].get("weight", 1)
+        merged = safe_name(f"{first}_w{total}")
+        while merged in self.used_names and members.get(merged, {}).get("weight") != total:
+            merged = safe_name(merged + "_")
+        self.used_names.add(merged)
+        members[merged] = {"interface": iface, "metric": metric, "weight": min(total, 1000)}
+        self.note(section, "use_member", f"members '{first}' and '{second}' both use interface "
+                                         f"'{iface}' at metric {metric}; mwan3 adds their weights, so "
+                                         f"NetPath uses the member '{merged}' with weight {total}")
+        return merged
+
     def rule(self, section):
         def skip(text, option=None):
-            self.note(section, option, f"{text}; not converted")
-            for opt in section.options:
-                self.handled.setdefault((section.name, opt), "reported")
+            if option:
+                text = f"option '{option}': {text}"
+            self.drop(section, text, option)
 
         if len(section.name) > MWAN3_NAME_LIMIT:
             return skip(f"the name has more than {MWAN3_NAME_LIMIT} characters, so mwan3 skips the rule")
@@ -794,11 +813,16 @@ def differences(conv: "_Converter") -> list:
         if not iface["enabled"] or track.get("method") == "none":
             continue
         m_best, m_worst, n_best, n_worst = detection_seconds(track)
-        out.append(f"Failure detection on '{name}': mwan3 probes its {len(track['targets'])} "
-                   f"target(s) one after another and declares the WAN down {m_best:g}-{m_worst:g} s "
-                   f"after an outage starts; NetPath probes them at once: {n_best:g}-{n_worst:g} s "
-                   "with the same settings. Lower interval, failure_interval, timeout or down to "
-                   "react faster. A lost link (ifdown) is seen at once by both.")
+        count = len(track["targets"])
+        if count == 1:
+            timing = (f"mwan3 and NetPath declare the WAN down {m_best:g}-{m_worst:g} s after an "
+                      "outage starts (one target, the same settings)")
+        else:
+            timing = (f"mwan3 probes its {count} targets one after another and declares the WAN down "
+                      f"{m_best:g}-{m_worst:g} s after an outage starts; NetPath probes them at once: "
+                      f"{n_best:g}-{n_worst:g} s with the same settings")
+        out.append(f"Failure detection on '{name}': {timing}. Lower interval, failure_interval, "
+                   "timeout or down to react faster. A lost link (ifdown) is seen at once by both.")
     for name, events in sorted(conv.flushes.items()):
         out.append(f"Conntrack flush on '{name}' ({', '.join(events)}): mwan3 flushes the whole "
                    "conntrack table, dropping every WAN's flows and NAT state; NetPath deletes only "
