@@ -347,3 +347,23 @@ def test_rules_must_be_a_list_and_names_unique_in_yaml():
     (line,) = errors_of("rules: [{name: r, policy: default}, {name: r, policy: default}]\n",
                         "yaml", "n.yaml")
     assert line == "n.yaml: rules[1] ('r'): rule name 'r' is used twice (also n.yaml: rules[0] ('r'))"
+
+
+def test_docs_describe_every_option_of_the_schema():
+    """docs/config.md is derived from this schema; a new option must be documented."""
+    import re
+    from pathlib import Path
+
+    docs = (Path(__file__).resolve().parents[2] / "docs" / "config.md").read_text()
+
+    def documented(name):  # in the first cell of a table row
+        return re.search(rf"^\| [^|]*`{re.escape(name)}`[^|]*\|", docs, re.M) is not None
+
+    for schema in (validate.GLOBALS, validate.INTERFACE, validate.TRACK, validate.MEMBER,
+                   validate.POLICY, validate.RULE):
+        for key in schema:
+            if str(key) not in ("name", "track"):
+                assert documented(str(key)), key
+    for uci_name in load.TRACK_OPTIONS:
+        assert documented(uci_name), uci_name
+    assert f"{validate.MAX_MEMBERS_PER_POLICY} members per policy" in docs
