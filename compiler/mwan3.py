@@ -277,8 +277,9 @@ class _Converter:
                 reason = exc.msg if isinstance(exc, vol.Invalid) else "not a hex number"
                 self.note(section, "mmx_mask", f"{mask!r}: {reason}; NetPath uses its default mask "
                                                f"0x{marks.DEFAULT_MASK:X}")
-        if self.get(section, "logging") is not None:
-            out["logging"] = self.get(section, "logging") == "1"  # mwan3 tests for exactly "1"
+        logging = self.get(section, "logging")
+        if logging is not None:
+            out["logging"] = logging == "1"  # mwan3 tests for exactly "1"
         self.done(section, "logging")
         level = self.get(section, "loglevel")
         self.done(section, "loglevel")
@@ -289,10 +290,12 @@ class _Converter:
             else:
                 self.note(section, "loglevel", f"{level!r} is not a syslog level; NetPath uses "
                                                f"'notice', mwan3's default")
-        tables = self.items(section, "rt_table_lookup")[0] or (self.get(section, "rt_table_lookup") or "").split()
+        tables, was_option = self.items(section, "rt_table_lookup")
         if section.options.get("rt_table_lookup"):
+            unread = ("written as 'option', which mwan3 never reads (only 'list' items); "
+                      if was_option else "")
             self.note(section, "rt_table_lookup",
-                      f"NetPath has no equivalent: it copies only the main table's routes into the "
+                      f"{unread}NetPath has no equivalent: it copies only the main table's routes into the "
                       f"WAN tables and does not exempt the destinations of table(s) "
                       f"{', '.join(tables) or '(empty)'}; add a rule with policy 'default' for those "
                       "destinations to keep them on the main table")
@@ -336,7 +339,8 @@ class _Converter:
         out["enabled"] = enabled
         out["ifname"] = device
         out["family"] = family
-        if position <= marks.max_interfaces(marks.DEFAULT_MASK):
+        mask = int(self.tree["globals"].get("mark_mask", hex(marks.DEFAULT_MASK)), 16)
+        if position <= min(marks.max_interfaces(mask), marks.MAX_ID):
             # mwan3's id (position among interface sections): the same mark, so flows marked
             # by mwan3 keep their WAN when NetPath takes over; NetPath keeps it from now on.
             out["id"] = position
