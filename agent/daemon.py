@@ -60,6 +60,7 @@ class Agent:
         self.stopping = asyncio.Event()
         self._background: set = set()
         self._pending_resync: dict = {}  # interface -> timer handle
+        self._event_locks: dict = {}  # interface -> lock keeping its conntrack flushes and hooks in order
 
     # -- life cycle ----------------------------------------------------------------------------
 
@@ -208,11 +209,14 @@ class Agent:
 
     async def _after_change(self, tracker: Tracker, events: tuple, decided_at: float) -> None:
         await self.sync(decided_at)
-        iface = tracker.iface
-        for event in events:
-            if event in iface.flush_conntrack:
-                await self._flush_conntrack(tracker, event)
-            self.hooks.submit(event, iface.name, iface.device)
+        # Taken right after the (FIFO) kernel lock: an interface's events keep their order
+        # even while a conntrack flush of an earlier change is still running.
+        async with self._event_locks.setdefault(tracker.name, asyncio.Lock()):
+            iface = tracker.iface
+            for event in events:
+                if event in iface.flush_conntrack:
+                    await self._flush_conntrack(tracker, event)
+                self.hooks.submit(event, iface.name, iface.device)
 
     async def sync(self, decided_at: "float | None" = None) -> bool:
         """Bring the kernel's variants in line with the current health. True if it loaded any."""

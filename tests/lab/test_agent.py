@@ -353,7 +353,12 @@ def test_reload_removes_and_adds_interfaces_and_keeps_overrides(lab2, agents, tm
     assert "lookup 1002" not in lab2.run("router", ["ip", "rule", "show"]).stdout
     assert "1002" not in lab2.run("router", ["ip", "route", "show", "table", "all", "proto", "93"]).stdout
     compile_bundle(tmp_path, agent_config(wans=(1, 2)), "b")
-    agent.request("reload")
+    digest = agent.request("status")["bundle"]["digest"]
+    agent.send_signal(signal.SIGHUP)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and agent.request("status")["bundle"]["digest"] == digest:
+        time.sleep(0.05)
+    assert [i["name"] for i in agent.request("interfaces")["interfaces"]] == ["wan1", "wan2"]
     assert agent.state("wan2") == "disabled"  # the override outlives the reloads
     agent.request("enable", interface="wan2")
     agent.wait_state("wan2", "online", timeout=5)
