@@ -214,7 +214,7 @@ class _Converter:
         """True when `value` must be written because NetPath's default is something else."""
         return _schema_default(schema, key) != value
 
-    def unique_name(self, section, kind: str) -> str:
+    def netpath_name(self, section) -> str:
         name = safe_name(section.name)
         if name != section.name:
             self.note(section, None, f"the name '{section.name}' is not a valid NetPath name "
@@ -313,7 +313,7 @@ class _Converter:
                 self.note(section, option, f"obsolete: {why}; not converted")
 
     def interface(self, section, position: int):
-        name = self.unique_name(section, "interface")
+        name = self.netpath_name(section)
         self.iface_names[section.name] = name
         out: dict = {}
         enabled = self.boolean(section, "enabled", False)
@@ -558,7 +558,7 @@ class _Converter:
         if metric is not None and metric.strip().isdigit() and int(metric) > MWAN3_MAX_METRIC:
             return self.drop(section, f"option 'metric' {metric} is above {MWAN3_MAX_METRIC}, so mwan3 "
                                       "ignores the member", "metric")
-        name = self.unique_name(section, "member")
+        name = self.netpath_name(section)
         out = {"interface": self.iface_names[iface]}
         out["metric"] = self.integer(section, "metric", 1, 1, MWAN3_MAX_METRIC)
         out["weight"] = self.integer(section, "weight", 1, 1, 1000)
@@ -620,7 +620,7 @@ class _Converter:
                                      f"that use it straight to '{last_resort}'")
             self.policy_fallback[section.name] = last_resort
             return
-        name = self.unique_name(section, "policy")
+        name = self.netpath_name(section)
         self.policy_names[section.name] = name
         out: dict = {"members": chosen}
         if self.differs(validate.POLICY, "mode", "balanced"):
@@ -736,7 +736,8 @@ class _Converter:
                 ranges = validate.Ports(value)
             except vol.Invalid as exc:
                 return skip(f"{exc.msg}; iptables rejects the rule in mwan3", key)
-            out[key] = ",".join(str(lo) if lo == hi else f"{lo}-{hi}" for lo, hi in ranges)
+            spec = ",".join(str(lo) if lo == hi else f"{lo}-{hi}" for lo, hi in ranges)
+            out[key] = int(spec) if spec.isdigit() else spec
 
         iface = self.get(section, "src_iface")
         self.done(section, "src_iface")
