@@ -86,6 +86,11 @@ function family(text) {
 	return null;
 }
 
+/* LuCI shows a datatype's complaint as "Expecting: ..."; say it the same way. */
+function expecting(what) {
+	return _('Expecting: %s').format(what);
+}
+
 function bitCount(n) {
 	let count = 0;
 
@@ -112,15 +117,15 @@ return baseclass.extend({
 	family: family,
 
 	name(value) {
-		return NAME_RE.test(value) ? true : _('1-32 characters: letters, digits, underscore');
+		return NAME_RE.test(value) ? true : expecting(_('1-32 characters: letters, digits, underscore'));
 	},
 
 	device(value) {
-		return DEVICE_RE.test(value) ? true : _('a device name: 1-15 characters, letters, digits, "_", "." or "-", not starting with a punctuation mark');
+		return DEVICE_RE.test(value) ? true : expecting(_('a device name: 1-15 characters, letters, digits, "_", "." or "-", not starting with a punctuation mark'));
 	},
 
 	tableName(value) {
-		return TABLE_RE.test(value) ? true : _('an nft table name: a letter, then up to 31 letters, digits or "_"');
+		return TABLE_RE.test(value) ? true : expecting(_('an nft table name: a letter, then up to 31 letters, digits or "_"'));
 	},
 
 	/* Whole numbers lo..hi (hi may be null: no upper bound). */
@@ -129,12 +134,12 @@ return baseclass.extend({
 			const text = String(value).trim();
 
 			if (!INTEGER_RE.test(text))
-				return _('a whole number');
+				return expecting(_('a whole number'));
 
 			const n = parseInt(text, 10);
 
 			if (n < lo || (hi != null && n > hi))
-				return (hi != null) ? _('a whole number from %d to %d').format(lo, hi) : _('a whole number of at least %d').format(lo);
+				return (hi != null) ? expecting(_('a whole number from %d to %d').format(lo, hi)) : expecting(_('a whole number of at least %d').format(lo));
 
 			return true;
 		};
@@ -146,11 +151,11 @@ return baseclass.extend({
 			const text = String(value).trim();
 
 			if (!DECIMAL_RE.test(text))
-				return _('a number (fractions allowed, e.g. 0.5)');
+				return expecting(_('a number (fractions allowed, e.g. 0.5)'));
 
 			const n = parseFloat(text);
 
-			return (n >= lo && n <= hi) ? true : _('a number from %s to %s').format(String(lo), String(hi));
+			return (n >= lo && n <= hi) ? true : expecting(_('a number from %s to %s').format(String(lo), String(hi)));
 		};
 	},
 
@@ -159,23 +164,23 @@ return baseclass.extend({
 		const text = String(value).trim();
 
 		if (!MASK_RE.test(text))
-			return _('a hex mark mask such as 0x3F00');
+			return expecting(_('a hex mark mask such as 0x3F00'));
 
 		const n = parseInt(text.replace(/^0[xX]/, ''), 16);
 
 		if (!(n > 0 && n <= 0xFFFFFFFF))
-			return _('a non-zero 32-bit mask');
+			return expecting(_('a non-zero 32-bit mask'));
 
 		const bits = bitCount(n);
 
 		if (bits < 3 || bits > 8)
-			return _('a mask with 3 to 8 bits set (this one has %d)').format(bits);
+			return expecting(_('a mask with 3 to 8 bits set (this one has %d)').format(bits));
 
 		return true;
 	},
 
 	address(value) {
-		return family(String(value).trim()) ? true : _('an IP address');
+		return family(String(value).trim()) ? true : expecting(_('an IP address'));
 	},
 
 	addressOf(wanted) {
@@ -183,9 +188,9 @@ return baseclass.extend({
 			const fam = family(String(value).trim());
 
 			if (!fam)
-				return _('an IP address');
+				return expecting(_('an IP address'));
 
-			return (!wanted || fam == wanted) ? true : _('an %s address (the interface\'s family)').format(wanted == 'ipv6' ? 'IPv6' : 'IPv4');
+			return (!wanted || fam == wanted) ? true : expecting(_('an %s address (the interface\'s family)').format(wanted == 'ipv6' ? 'IPv6' : 'IPv4'));
 		};
 	},
 
@@ -197,7 +202,7 @@ return baseclass.extend({
 		const fam = family(addr);
 
 		if (!fam)
-			return _('an address or prefix (e.g. 192.168.1.0/24)');
+			return expecting(_('an address or prefix (e.g. 192.168.1.0/24)'));
 
 		if (slash < 0)
 			return true;
@@ -205,9 +210,9 @@ return baseclass.extend({
 		const mask = text.substring(slash + 1);
 
 		if (INTEGER_RE.test(mask))
-			return (+mask <= (fam == 'ipv4' ? 32 : 128)) ? true : _('a prefix length up to %d').format(fam == 'ipv4' ? 32 : 128);
+			return (+mask <= (fam == 'ipv4' ? 32 : 128)) ? true : expecting(_('a prefix length up to %d').format(fam == 'ipv4' ? 32 : 128));
 
-		return (family(mask) == fam) ? true : _('a prefix length or a netmask of the same family');
+		return (family(mask) == fam) ? true : expecting(_('a prefix length or a netmask of the same family'));
 	},
 
 	/* "443", "80,443", "1000-2000", "1024:2048", as compiler/validate.py Ports. */
@@ -215,21 +220,21 @@ return baseclass.extend({
 		const parts = String(value).trim().split(PORTS_SPLIT_RE).filter((p) => p !== '');
 
 		if (!parts.length)
-			return _('a port or port range (e.g. 443, 80,443, 1000-2000)');
+			return expecting(_('a port or port range (e.g. 443, 80,443, 1000-2000)'));
 
 		for (const part of parts) {
 			const m = PORT_RANGE_RE.exec(part);
 
 			if (!m)
-				return _('"%s" is not a port or port range (e.g. 443, 80,443, 1000-2000)').format(part);
+				return expecting(_('"%s" is not a port or port range (e.g. 443, 80,443, 1000-2000)').format(part));
 
 			const lo = +m[1], hi = (m[2] != null) ? +m[2] : lo;
 
 			if (lo < 1 || lo > 65535 || hi < 1 || hi > 65535)
-				return _('"%s": ports are 1..65535').format(part);
+				return expecting(_('"%s": ports are 1..65535').format(part));
 
 			if (lo > hi)
-				return _('"%s": the range starts after it ends').format(part);
+				return expecting(_('"%s": the range starts after it ends').format(part));
 		}
 
 		return true;
@@ -241,7 +246,7 @@ return baseclass.extend({
 		if (PROTOCOLS.indexOf(text) != -1 || (INTEGER_RE.test(text) && +text <= 255))
 			return true;
 
-		return _('one of %s, or a protocol number 0..255').format(PROTOCOLS.join(', '));
+		return expecting(_('one of %s, or a protocol number 0..255').format(PROTOCOLS.join(', ')));
 	},
 
 	trackTarget(value) {
@@ -250,15 +255,15 @@ return baseclass.extend({
 		if (family(text) || (text != '.' && text.length <= 253 && DNS_NAME_RE.test(text)))
 			return true;
 
-		return _('an IP address or a host name');
+		return expecting(_('an IP address or a host name'));
 	},
 
 	url(value) {
-		return URL_RE.test(value) ? true : _('an http:// or https:// URL');
+		return URL_RE.test(value) ? true : expecting(_('an http:// or https:// URL'));
 	},
 
 	dnsName(value) {
-		return (value.length <= 253 && DNS_NAME_RE.test(value)) ? true : _('a DNS name');
+		return (value.length <= 253 && DNS_NAME_RE.test(value)) ? true : expecting(_('a DNS name'));
 	},
 
 	/* Adapt a check to form option validate(section_id, value); empty is left to rmempty. */
