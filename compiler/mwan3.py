@@ -140,7 +140,9 @@ class _Converter:
     def note(self, section, option, text, line=None):
         opt = section.options.get(option) if option else None
         line = line or (opt.line if opt else section.line)
-        self.notes.append(Note(line, _where(section, option), text))
+        note = Note(line, _where(section, option), text)
+        if note not in self.notes:  # an option read twice is reported once
+            self.notes.append(note)
         if option:
             self.handled[(section.name, option)] = "reported"
 
@@ -251,7 +253,8 @@ class _Converter:
             for section in sections:
                 for option in section.options:
                     if option not in MWAN3_OPTIONS[kind] and (section.name, option) not in self.handled:
-                        self.note(section, option, f"mwan3 has no option '{option}' for a {kind} "
+                        self.note(section, option, f"mwan3 has no option '{option}' for "
+                                                   f"{'an' if kind[0] in 'aeiou' else 'a'} {kind} "
                                                    "(in any version) and ignores it; not converted")
         self.notes.sort(key=lambda n: n.line)
         if not self.tree["globals"]:

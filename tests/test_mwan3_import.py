@@ -567,3 +567,58 @@ def test_cli_reports_an_unreadable_config(tmp_path):
     run = netpath("import-mwan3", tmp_path / "missing")
     assert run.returncode == 2
     assert "cannot read" in run.stderr and "missing" in run.stderr
+
+
+EDGES = """\
+config interface
+\toption enabled '1'
+\tlist track_ip '192.0.2.1'
+
+config interface 'wan'
+\toption enabled '1'
+\tlist track_ip '192.0.2.1'
+\toption family 'ipv6'
+\toption flush_conntrack 'always'
+
+config interface 'wanb'
+\toption enabled '1'
+\tlist track_ip '192.0.2.9'
+\toption interval 'abc'
+
+config member 'm1'
+\toption interface 'wanb'
+\tlist metric '2'
+
+config policy 'p'
+\toption use_member 'm1'
+
+config rule 'r1'
+\toption proto 'igmp'
+\toption dest_ip '198.51.100.0/24,203.0.113.0/24'
+\toption use_policy 'p'
+
+config rule 'r2'
+\toption family 'ipv4'
+\toption dest_ip '2001:db8::/32'
+\toption use_policy 'p'
+"""
+
+
+def test_mwan3_edge_cases_keep_what_mwan3_did_and_say_so():
+    conv = mwan3.convert_text(EDGES, "edges")
+    tree = conv.tree
+    notes = [n.format("edges") for n in conv.notes]
+    # An anonymous interface names no netifd interface: kept, but disabled.
+    assert tree["interfaces"]["cfg016d96"]["enabled"] is False
+    # The only target is of the wrong family: mwan3 never had 'wan' online.
+    assert tree["interfaces"]["wan"]["enabled"] is False
+    assert tree["interfaces"]["wan"]["flush_conntrack"] == ["ifup", "ifdown"]  # 'always', migrated
+    assert tree["interfaces"]["wanb"]["track"]["interval"] == 10  # not a number: mwan3's default
+    # `list metric` reads as one value (config_get), reported once.
+    assert tree["members"]["m1"]["metric"] == 2
+    assert sum("member 'm1' option 'metric': written as a list" in n for n in notes) == 1
+    assert tree["policies"]["p"]["members"] == ["m1"]
+    rules = {r["name"]: r for r in tree["rules"]}
+    assert rules["r1"]["proto"] == "2" and rules["r1"]["dest_ip"] == ["198.51.100.0/24", "203.0.113.0/24"]
+    assert "r2" not in rules and any("rule 'r2': option 'family'" in n for n in notes)
+    validate.validate(load.loads(mwan3.render(conv, "uci").encode(), "edges.uci", "uci"))
