@@ -431,3 +431,62 @@ def test_the_two_seed_examples_compile_exactly_as_written(tmp_path):
         proc = netpath("compile", EXAMPLES / name, "-o", tmp_path / name)
         assert proc.returncode == 0, (name, proc.stderr)
         assert (tmp_path / name / "ruleset.nft").exists()
+
+
+# --- the resolver ----------------------------------------------------------------------------
+
+
+def _resolved(text: str, previous=None):
+    from netpath.compiler import load, resolve, validate
+
+    source = load.loads(text.encode(), "n.yaml", "yaml")
+    return resolve.resolve(validate.validate(source), source.locator, previous or {}, source.digest)
+
+
+RESOLVE_CONFIG = """\
+global: {mark_mask: "0xF0", route_table_base: 100}
+interfaces:
+  a: {ifname: eth0, track: {method: none}}
+  b: {ifname: eth1, id: 1, track: {method: none}}
+  c: {ifname: eth2, family: ipv6, track: {method: none}}
+members:
+  ma: {interface: a}
+  mc: {interface: c, metric: 2}
+policies:
+  p: {members: [ma, mc]}
+rules:
+  - {name: v6only, dest_ip: ["2001:db8::/32"], policy: p}
+  - {name: both, proto: tcp, dest_port: 22, policy: p}
+  - {name: ping, proto: icmp, policy: default}
+"""
+
+
+def test_ids_come_from_the_id_option_then_the_previous_bundle_then_the_lowest_free():
+    model = _resolved(RESOLVE_CONFIG)
+    assert {i.name: i.id for i in model.interfaces} == {"b": 1, "a": 2, "c": 3}
+    kept = _resolved(RESOLVE_CONFIG, previous={"c": 5, "a": 1})  # 1 is taken by b's option
+    assert {i.name: i.id for i in kept.interfaces} == {"b": 1, "a": 2, "c": 5}
+
+
+def test_marks_tables_and_rule_preferences_derive_from_the_id():
+    model = _resolved(RESOLVE_CONFIG)
+    for iface in model.interfaces:
+        assert iface.mark == iface.id << 4 and iface.mark & ~0xF0 == 0
+        assert iface.table == 100 + iface.id
+        assert (iface.pref_oif, iface.pref_mark, iface.pref_guard) == \
+            (1000 + iface.id, 2000 + iface.id, 3000 + iface.id)
+    assert {k: v["id"] for k, v in model.special.items()} == {"blackhole": 13, "unreachable": 14, "default": 15}
+    assert [i.name for i in model.interfaces] == ["b", "a", "c"]  # ordered by id
+
+
+def test_rule_families_follow_addresses_and_protocols():
+    model = _resolved(RESOLVE_CONFIG)
+    assert {r.name: r.families for r in model.rules} == {
+        "v6only": ("ipv6",), "both": ("ipv4", "ipv6"), "ping": ("ipv4",)}
+    assert [r.index for r in model.rules] == [0, 1, 2]
+
+
+def test_every_alive_subset_of_a_policy_gets_a_state_file():
+    policy = _resolved(RESOLVE_CONFIG).policy("p")
+    assert sorted(policy.states) == ["00", "01", "10", "11"]
+    assert policy.states["10"] == "states/p/10.nft"
