@@ -1,3 +1,5 @@
+'use strict';
+
 /*
  * A minimal stand-in for LuCI's luci.js, enough to run luci-app-netpath's views in a
  * browser without a router: the class system, the module loader that understands the
@@ -7,8 +9,6 @@
  * anything the views do not use is left out on purpose.
  */
 (function(window, document) {
-	'use strict';
-
 	/* -- class system -------------------------------------------------------------------- */
 
 	function Class() {}
