@@ -17,9 +17,13 @@ CHECK_TIMEOUT = 120
 
 
 class CheckFailed(Exception):
-    def __init__(self, lines):
+    """`system` is True when the check could not run at all (exit 1), False when the kernel
+    rejected what the config produced (bad input, exit 2)."""
+
+    def __init__(self, lines, system: bool = False):
         super().__init__("\n".join(lines))
         self.lines = list(lines)
+        self.system = system
 
 
 def unshare_argv() -> list:
@@ -43,11 +47,12 @@ def check_files(files: dict) -> None:
                                   text=True, timeout=CHECK_TIMEOUT)
         except FileNotFoundError as exc:
             raise CheckFailed([f"cannot run the kernel check: {exc.filename} is not installed "
-                               "(install nftables and util-linux)"]) from None
+                               "(install nftables and util-linux)"], system=True) from None
         except subprocess.TimeoutExpired:
-            raise CheckFailed([f"the kernel check took longer than {CHECK_TIMEOUT} s"]) from None
+            raise CheckFailed([f"the kernel check took longer than {CHECK_TIMEOUT} s"], system=True) from None
         if proc.returncode != 0:
-            raise CheckFailed(explain_nft_errors(proc.stderr, root, files))
+            cannot_run = "unshare:" in proc.stderr or "Operation not permitted" in proc.stderr
+            raise CheckFailed(explain_nft_errors(proc.stderr, root, files), system=cannot_run)
 
 
 def explain_nft_errors(stderr: str, root: Path, files: dict) -> list:

@@ -11,25 +11,37 @@ import sys
 from pathlib import Path
 
 
-def _compile(args) -> int:
-    from . import bundle, check, pipeline
+def _report(lines) -> None:
+    for line in lines:
+        print(line, file=sys.stderr)
 
-    out = Path(args.output)
+
+def _build_checked(args, previous=None):
+    """Build and (unless --no-check) let the kernel check; (result, None) or (None, exit status)."""
+    from . import check, pipeline
+
     try:
-        result = pipeline.build(args.config, args.format, previous=out)
+        result = pipeline.build(args.config, args.format, previous=previous)
     except pipeline.CompileError as exc:
-        for line in exc.lines:
-            print(line, file=sys.stderr)
-        return 2
-    for warning in result.model.warnings:
-        print(f"warning: {warning}", file=sys.stderr)
-    if not args.no_check:
+        _report(exc.lines)
+        return None, 2
+    _report(f"warning: {w}" for w in result.model.warnings)
+    if not getattr(args, "no_check", False):
         try:
             check.check_files(result.files)
         except check.CheckFailed as exc:
-            for line in exc.lines:
-                print(line, file=sys.stderr)
-            return 2
+            _report(exc.lines)
+            return None, 1 if exc.system else 2
+    return result, None
+
+
+def _compile(args) -> int:
+    from . import bundle
+
+    out = Path(args.output)
+    result, status = _build_checked(args, previous=out)
+    if result is None:
+        return status
     old = bundle.read_tree(out)
     changed = old != result.files
     if args.diff:
@@ -45,22 +57,9 @@ def _compile(args) -> int:
 
 
 def _check(args) -> int:
-    from . import check, pipeline
-
-    try:
-        result = pipeline.build(args.config, args.format)
-    except pipeline.CompileError as exc:
-        for line in exc.lines:
-            print(line, file=sys.stderr)
-        return 2
-    for warning in result.model.warnings:
-        print(f"warning: {warning}", file=sys.stderr)
-    try:
-        check.check_files(result.files)
-    except check.CheckFailed as exc:
-        for line in exc.lines:
-            print(line, file=sys.stderr)
-        return 2
+    result, status = _build_checked(args)
+    if result is None:
+        return status
     states = sum(len(p.states) for p in result.model.policies)
     print(f"{args.config}: valid; the kernel accepted the ruleset and {states} state files")
     return 0
