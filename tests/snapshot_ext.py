@@ -34,6 +34,14 @@ class JsonSnapshot(_TextArtifact):
     file_extension = "json"
 
 
+class UciSnapshot(_TextArtifact):
+    file_extension = "uci"
+
+
+class TextSnapshot(_TextArtifact):
+    file_extension = "txt"
+
+
 EXTENSION_BY_SUFFIX = {".nft": NftSnapshot, ".batch": BatchSnapshot, ".json": JsonSnapshot}
 
 

@@ -20,34 +20,16 @@ import sys
 from pathlib import Path
 
 import pytest
-from syrupy.extensions.single_file import SingleFileSnapshotExtension, WriteMode
 
 from netpath.agent.explain import Packet, explain, load_model
 from netpath.compiler import emit, load, mwan3, pipeline, uci, validate
+from snapshot_ext import TextSnapshot, UciSnapshot
 
-FIXTURES = Path("/work/shared/fixtures/mwan3")
-if not FIXTURES.is_dir():
-    FIXTURES = Path(__file__).resolve().parent.parent / "shared" / "fixtures" / "mwan3"
+# The project's shared material sits beside the repository: <clone>/../shared
+FIXTURES = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "mwan3"
 FIXTURE_NAMES = sorted(p.stem for p in FIXTURES.glob("*.uci"))
 NETPATH = [sys.executable, "-m", "netpath.compiler.cli"]
 RUN_TIMEOUT = 180
-SNAPSHOT_DIR = Path(__file__).resolve().parent / "snapshots"
-
-
-class _TextSnapshot(SingleFileSnapshotExtension):
-    _write_mode = WriteMode.TEXT
-
-    @classmethod
-    def dirname(cls, *, test_location) -> str:
-        return str(SNAPSHOT_DIR / test_location.basename)
-
-
-class UciSnapshot(_TextSnapshot):
-    file_extension = "uci"
-
-
-class TextSnapshot(_TextSnapshot):
-    file_extension = "txt"
 
 
 def fixture_text(name: str) -> str:

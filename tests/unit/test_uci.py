@@ -10,9 +10,8 @@ from netpath.compiler.uci import (
     UciError, UciOption, UciSection, export, load, parse, quote,
 )
 
-FIXTURES = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "mwan3"
-if not FIXTURES.is_dir():
-    FIXTURES = Path("/work/shared/fixtures/mwan3")
+# The project's shared material sits beside the repository: <clone>/../shared
+FIXTURES = Path(__file__).resolve().parents[3] / "shared" / "fixtures" / "mwan3"
 
 MWAN3_TYPES = {"globals", "interface", "member", "policy", "rule"}
 
