@@ -180,12 +180,12 @@ return baseclass.extend({
 	},
 
 	address(value) {
-		return family(String(value).trim()) ? true : expecting(_('an IP address'));
+		return family(String(value)) ? true : expecting(_('an IP address'));
 	},
 
 	addressOf(wanted) {
 		return (value) => {
-			const fam = family(String(value).trim());
+			const fam = family(String(value));
 
 			if (!fam)
 				return expecting(_('an IP address'));
