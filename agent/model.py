@@ -60,6 +60,7 @@ class Interface:
     pref_mark: int  # ip rule: fwmark <mark>/<mask> lookup <table>
     pref_guard: int  # ip rule: fwmark <mark>/<mask> unreachable (never leak into main)
     section: str  # human label of the config section, for comments and errors
+    logical: str = ""  # the OpenWrt logical interface `ifname` named, when it was mapped to `device`
 
 
 @dataclass(frozen=True)

@@ -4,12 +4,12 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from netpath.agent.model import Model
 
-from . import bundle, load, render, resolve, validate
+from . import bundle, devices, load, render, resolve, validate
 
 
 class CompileError(Exception):
@@ -27,14 +27,19 @@ class Build:
     source: load.Source
 
 
-def build(path: str, fmt: "str | None" = None, previous: "Path | None" = None) -> Build:
+def build(path: str, fmt: "str | None" = None, previous: "Path | None" = None,
+          map_devices: bool = True) -> Build:
+    """`map_devices`: ask netifd (ubus, on OpenWrt only) for the devices of logical interfaces."""
     try:
         source = load.load(path, fmt)
         checked = validate.validate(source)
     except (load.LoadError, validate.ConfigErrors) as exc:
         raise CompileError(exc.lines) from None
     previous_ids = bundle.previous_ids(previous) if previous else {}
-    model = resolve.resolve(checked, source.locator, previous_ids, source.digest)
+    mapped, notes = devices.map_logical(checked) if map_devices else ({}, [])
+    model = resolve.resolve(checked, source.locator, previous_ids, source.digest, mapped)
+    if notes:
+        model = replace(model, warnings=model.warnings + tuple(notes))
     files = render.render(model, path)
     files["manifest.json"] = bundle.manifest_text(model, files, path)
     return Build(model=model, files=files, source=source)

@@ -44,11 +44,15 @@ def assign_ids(cfg: dict, previous: dict) -> dict:
     return ids
 
 
-def resolve(cfg: dict, locator, previous_ids: "dict | None" = None, digest: str = "") -> Model:
+def resolve(cfg: dict, locator, previous_ids: "dict | None" = None, digest: str = "",
+            devices: "dict | None" = None) -> Model:
+    """`devices`: interface name -> kernel device, for `ifname`s that name an OpenWrt
+    logical interface (see compiler/devices.py); others use `ifname` as the device."""
     g = cfg["globals"]
     mask = g["mark_mask"]
     ids = assign_ids(cfg, previous_ids or {})
     warnings = []
+    devices = devices or {}
 
     interfaces = []
     for name, raw in cfg["interfaces"].items():
@@ -66,7 +70,8 @@ def resolve(cfg: dict, locator, previous_ids: "dict | None" = None, digest: str 
             max_ttl=t["max_ttl"], http_url=t.get("http_url", ""), http_status=t["http_status"],
             dns_query=t["dns_query"], dns_type=t["dns_type"])
         interfaces.append(Interface(
-            name=name, enabled=raw["enabled"], device=raw["ifname"], family=raw["family"],
+            name=name, enabled=raw["enabled"], device=devices.get(name, raw["ifname"]),
+            logical=raw["ifname"] if name in devices else "", family=raw["family"],
             id=ident, mark=marks.id_to_mark(ident, mask), table=g["route_table_base"] + ident,
             gateway=raw.get("gateway", ""), masquerade=raw["masquerade"],
             flush_conntrack=tuple(raw["flush_conntrack"]), track=track,

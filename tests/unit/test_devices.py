@@ -1,0 +1,74 @@
+"""OpenWrt logical interface names become kernel devices at compile time (via ubus).
+
+There is no OpenWrt (no ubusd) on the test host: tests/openwrt/fake_ubus/ubus is a test
+double of the `ubus` CLI that answers from JSON files, placed first on PATH."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+FAKE_UBUS = Path(__file__).resolve().parents[1] / "openwrt" / "fake_ubus"
+NETPATH = [sys.executable, "-m", "netpath.compiler.cli"]
+CONFIG = """config interface 'wan'
+	option ifname 'wan'
+	option track_method 'none'
+config interface 'lte'
+	option ifname 'lte'
+	option track_method 'none'
+config interface 'lo_dev'
+	option ifname 'lo'
+	option track_method 'none'
+config member 'm_wan'
+	option interface 'wan'
+config member 'm_lte'
+	option interface 'lte'
+	option metric '2'
+config policy 'p'
+	list members 'm_wan'
+	list members 'm_lte'
+config rule 'all'
+	option policy 'p'
+"""
+
+
+def compile_with(tmp_path: Path, with_ubus: bool) -> subprocess.CompletedProcess:
+    config = tmp_path / "netpath"
+    config.write_text(CONFIG)
+    env = dict(os.environ)
+    env["PATH"] = (f"{FAKE_UBUS}:" if with_ubus else "") + "/usr/sbin:/usr/bin:/sbin:/bin"
+    return subprocess.run(NETPATH + ["compile", str(config), "-o", str(tmp_path / "bundle"), "--no-check"],
+                          capture_output=True, text=True, env=env, timeout=60)
+
+
+def test_logical_names_map_to_netifd_devices(tmp_path):
+    proc = compile_with(tmp_path, with_ubus=True)
+    assert proc.returncode == 0, proc.stderr
+    ruleset = (tmp_path / "bundle" / "ruleset.nft").read_text()
+    assert 'iifname "pppoe-wan"' in ruleset  # wan.json: l3_device pppoe-wan
+    assert "OpenWrt interface 'wan' is device 'pppoe-wan'" in proc.stderr
+    assert 'iifname "wan"' not in ruleset
+    assert 'iifname "lo"' in ruleset  # a real device is never looked up
+    batch = (tmp_path / "bundle" / "routes" / "wan.batch").read_text()
+    assert "oif pppoe-wan" in batch
+
+
+def test_without_ubus_the_name_is_the_device(tmp_path):
+    proc = compile_with(tmp_path, with_ubus=False)
+    assert proc.returncode == 0, proc.stderr
+    assert 'iifname "wan"' in (tmp_path / "bundle" / "ruleset.nft").read_text()
+
+
+@pytest.mark.parametrize("family,expected", [
+    ("ipv4", "wwan0"),     # netifd's lte_4 alias carries IPv4 (status/lte_4.json)
+    ("ipv6", "cdc-wdm0"),  # no lte_6 alias: the base interface, which is down (no l3_device)
+])
+def test_family_alias_preferred(family, expected, monkeypatch):
+    monkeypatch.setenv("PATH", f"{FAKE_UBUS}:" + os.environ["PATH"])
+    from netpath.agent import ubus
+
+    assert ubus.logical_to_device("lte", family=family) == expected
