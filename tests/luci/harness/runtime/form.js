@@ -350,9 +350,10 @@ const CBIGridSection = CBITypedSection.extend({
 	handleAdd(ev, name) {
 		const sid = this.map.data.add(this.map.config, this.sectiontype, name);
 
-		this.map.load();
-		this.map.renderContents();
-		return this.renderMoreOptionsModal(sid, true);
+		return this.map.load().then(() => {
+			this.map.renderContents();
+			return this.renderMoreOptionsModal(sid, true);
+		});
 	},
 
 	/* Every option of one section in a dialog; Save writes them to uci and re-renders. */
@@ -379,8 +380,7 @@ const CBIGridSection = CBITypedSection.extend({
 			if (isNew)
 				this.map.data.remove(this.map.config, section_id);
 			ui.hideModal();
-			this.map.load();
-			return this.map.renderContents();
+			return this.map.load().then(() => this.map.renderContents());
 		};
 
 		const save = () => {

@@ -1,0 +1,345 @@
+"""luci-app-netpath's views in headless Chromium, on the harness in tests/luci/harness/: the
+views are the real files, rpc calls run the real rpcd plugin, and the forms read and write a
+real UCI file. Needs Debian's `chromium` (skipped with the reason when it is missing).
+
+- every view renders what the config and the plugin say, without script errors;
+- changing a member's weight and pressing Save & Apply writes the UCI file, and
+  `netpath check` accepts the written file; an out-of-range weight writes nothing;
+- adding a member through the dialog, and the dialog's cross-field checks;
+- the explain form answers what the plugin answers;
+- ACLs from the real acl.d file: a status-only session cannot read the config;
+- lab (root): the overview shows the real agent's uplink states and charts, follows an
+  uplink that fails, and its Disable button reaches the agent.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from harness import cdp, labagent
+from harness.server import HarnessServer
+from netpath.compiler import uci
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parents[1]
+EXAMPLE = REPO / "examples" / "three_wan_balanced.uci"
+VIEWS = ["overview", "interfaces", "members", "policies", "rules", "diagnostics"]
+READY = "document.body.dataset.viewReady == '1'"
+
+
+@pytest.fixture(scope="module")
+def browser(tmp_path_factory):
+    if cdp.find_chromium() is None:
+        pytest.skip("headless Chromium is not installed (Debian: apt-get install chromium)")
+    with cdp.Browser(tmp_path_factory.mktemp("chromium")) as running:
+        yield running
+
+
+@pytest.fixture
+def site(tmp_path):
+    """The three-WAN example as /etc/config/netpath, its bundle, and no agent."""
+    etc = tmp_path / "etc"
+    etc.mkdir()
+    shutil.copy(EXAMPLE, etc / "netpath")
+    bundle = labagent.compile_bundle(etc / "netpath", tmp_path / "bundle", check=False)
+    with HarnessServer(etc, tmp_path / "no-agent.sock", bundle) as server:
+        server.config = etc / "netpath"
+        yield server
+
+
+def open_view(browser, server, view, **query) -> cdp.Page:
+    url = server.view_url(f"netpath/{view}")
+    if query:
+        url += "?" + "&".join(f"{k}={v}" for k, v in query.items())
+    page = browser.open(url)
+    page.wait_for(READY + " || (window.__harness_errors || []).length > 0")
+    assert page.errors() == []
+    return page
+
+
+def sections(path, kind) -> list:
+    return [s.name for s in uci.load(path).by_type(kind)]
+
+
+def option(path, section, name):
+    found = uci.load(path).get(section).options.get(name)
+    return None if found is None else found.value
+
+
+def set_field(page, element_id, value, within="") -> bool:
+    """Type into a field as a person would; True if the field shows as invalid. `within`:
+    a CSS selector for where to look (the dialog repeats the ids of the grid's fields)."""
+    selector = f'{within} [id="{element_id}"]'.strip()
+    return page.evaluate(f"""(() => {{
+        const el = document.querySelector({json.dumps(selector)});
+        el.value = {json.dumps(value)};
+        el.dispatchEvent(new Event('input', {{ bubbles: true }}));
+        return el.classList.contains('cbi-input-invalid');
+    }})()""")
+
+
+def click(page, selector) -> None:
+    page.evaluate(f"document.querySelector({json.dumps(selector)}).click()")
+
+
+def uci_writes(server) -> list:
+    return [(method, args.get("section")) for obj, method, args, _ in server.calls
+            if obj == "uci" and method not in ("get", "changes")]
+
+
+# -- every view ---------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("kind,view", [("interface", "interfaces"), ("member", "members"),
+                                       ("policy", "policies"), ("rule", "rules")])
+def test_each_form_lists_the_sections_of_the_uci_file_in_order(browser, site, kind, view):
+    page = open_view(browser, site, view)
+    rows = page.evaluate("Array.from(document.querySelectorAll('tr.cbi-section-table-row')).map(r => r.dataset.sid)")
+    assert rows == sections(site.config, kind)
+
+
+def test_the_grid_shows_the_files_values(browser, site):
+    page = open_view(browser, site, "members")
+    for member in sections(site.config, "member"):
+        for name in ("metric", "weight"):
+            shown = page.evaluate(f"document.getElementById('cbid.netpath.{member}.{name}').value")
+            assert shown == option(site.config, member, name)
+    rules = open_view(browser, site, "rules")
+    policy_cells = rules.evaluate(
+        "Array.from(document.querySelectorAll('tr.cbi-section-table-row td[data-name=policy]')).map(td => td.textContent)")
+    assert policy_cells[0] == option(site.config, "https", "policy")
+
+
+def test_overview_without_an_agent_says_so(browser, site):
+    page = open_view(browser, site, "overview")
+    banner = page.evaluate("document.getElementById('netpath-banner').textContent")
+    assert "NetPath is not running" in banner and "no-agent.sock" in banner
+    assert page.evaluate("document.querySelectorAll('.netpath-uplink').length") == 0
+
+
+def test_diagnostics_shows_the_bundles_ruleset(browser, site):
+    page = open_view(browser, site, "diagnostics")
+    shown = page.evaluate("document.getElementById('netpath-ruleset-text').textContent")
+    assert shown == (Path(site.bundle) / "ruleset.nft").read_text()
+    interfaces = page.evaluate("Array.from(document.querySelectorAll('#netpath-ping-interface option')).map(o => o.value)")
+    assert interfaces == sections(site.config, "interface")
+
+
+def test_explain_in_the_browser_answers_what_the_plugin_answers(browser, site):
+    page = open_view(browser, site, "diagnostics")
+    set_field(page, "netpath-explain-dst", "198.51.100.7")
+    set_field(page, "netpath-explain-dport", "443")
+    click(page, "#netpath-explain-go")
+    shown = page.wait_for("(document.querySelector('#netpath-explain-result pre') || {}).textContent")
+    direct = site.call_plugin("explain", {"src": "192.168.1.10", "dst": "198.51.100.7", "proto": "tcp",
+                                          "dport": 443, "iif": ""})
+    assert direct[0] == 0 and shown == direct[1]["text"]
+    assert "rule https: match" in shown
+
+
+def test_ping_refuses_a_target_that_is_not_an_address_without_calling(browser, site):
+    page = open_view(browser, site, "diagnostics")
+    assert set_field(page, "netpath-ping-target", "203.0.113.10; reboot") is True
+    click(page, "#netpath-ping-go")
+    message = page.wait_for("document.getElementById('netpath-ping-result').textContent")
+    assert "expecting an IP address" in message
+    assert not [c for c in site.calls if c[1] == "ping"]
+
+
+# -- writing the config -------------------------------------------------------------------------
+
+def test_changing_a_weight_writes_the_uci_file_and_netpath_check_passes(browser, site):
+    before = uci.load(site.config)
+    old = option(site.config, "wanb_w2", "weight")
+    page = open_view(browser, site, "members")
+    assert set_field(page, "cbid.netpath.wanb_w2.weight", "7") is False
+    click(page, ".cbi-page-actions .cbi-button-apply")
+    page.wait_for("document.body.dataset.applied == '1'")
+
+    after = uci.load(site.config)
+    assert old != "7" and option(site.config, "wanb_w2", "weight") == "7"
+    # nothing else changed: same sections, same options, same values
+    changed = [(s.name, o.name) for s, t in zip(before.sections, after.sections)
+               for o in s.options.values() if t.options[o.name].value != o.value]
+    assert changed == [("wanb_w2", "weight")]
+    assert [(s.type, s.name, list(s.options)) for s in before.sections] == \
+        [(s.type, s.name, list(s.options)) for s in after.sections]
+
+    check = subprocess.run([labagent.NETPATH, "check", str(site.config), "--format", "uci"],
+                           capture_output=True, text=True, timeout=120)
+    assert check.returncode == 0, check.stderr
+    # and the grid now shows what the file holds
+    assert page.evaluate("document.getElementById('cbid.netpath.wanb_w2.weight').value") == "7"
+
+
+def test_an_out_of_range_weight_is_refused_and_nothing_is_written(browser, site):
+    before = site.config.read_bytes()
+    page = open_view(browser, site, "members")
+    assert set_field(page, "cbid.netpath.wan_w3.weight", "5000") is True
+    click(page, ".cbi-page-actions .cbi-button-apply")
+    error = page.wait_for("document.body.classList.contains('modal-overlay-active') && "
+                          "document.querySelector('.save-error').textContent")
+    assert "Weight" in error and "1 to 1000" in error
+    assert site.config.read_bytes() == before
+    assert uci_writes(site) == []
+    assert page.evaluate("document.body.dataset.applied") is None
+
+
+def test_a_member_added_in_the_dialog_lands_in_the_file(browser, site):
+    page = open_view(browser, site, "members")
+    page.evaluate("document.querySelector('.cbi-section-create-name').value = 'wanc_w5'")
+    click(page, ".cbi-section-create .cbi-button-add")
+    page.wait_for("document.body.classList.contains('modal-overlay-active')")
+    page.evaluate("""(() => {
+        const select = document.querySelector('.cbi-modal select[id="cbid.netpath.wanc_w5.interface"]');
+        select.value = 'wanc';
+        select.dispatchEvent(new Event('change', { bubbles: true }));
+    })()""")
+    assert set_field(page, "cbid.netpath.wanc_w5.weight", "5", within="#modal_overlay") is False
+    click(page, "#modal_overlay .cbi-button-positive")
+    page.wait_for("!document.body.classList.contains('modal-overlay-active')")
+    click(page, ".cbi-page-actions .cbi-button-apply")
+    page.wait_for("document.body.dataset.applied == '1'")
+    assert sections(site.config, "member")[-1] == "wanc_w5"
+    assert option(site.config, "wanc_w5", "interface") == "wanc"
+    assert option(site.config, "wanc_w5", "weight") == "5"
+    assert option(site.config, "wanc_w5", "metric") is None  # default left to the compiler
+
+
+def test_a_section_name_the_compiler_would_refuse_is_not_added(browser, site):
+    page = open_view(browser, site, "members")
+    page.evaluate("document.querySelector('.cbi-section-create-name').value = '" + "m" * 33 + "'")
+    click(page, ".cbi-section-create .cbi-button-add")
+    note = page.wait_for("(document.querySelector('.alert-message.warning') || {}).textContent")
+    assert "1-32 letters" in note
+    assert not page.evaluate("document.body.classList.contains('modal-overlay-active')")
+
+
+def test_the_interface_dialog_checks_fields_against_each_other(browser, site):
+    page = open_view(browser, site, "interfaces")
+    click(page, "tr[data-sid=wan] .cbi-button-edit")
+    page.wait_for("document.body.classList.contains('modal-overlay-active')")
+    assert set_field(page, "cbid.netpath.wan.gateway", "2001:db8::1", within="#modal_overlay") is True  # the interface is ipv4
+    assert set_field(page, "cbid.netpath.wan.gateway", "192.0.2.1", within="#modal_overlay") is False
+    assert set_field(page, "cbid.netpath.wan.ifname", "eth1", within="#modal_overlay") is True  # wanb uses eth1 (ipv4)
+    assert set_field(page, "cbid.netpath.wan.ifname", "eth7", within="#modal_overlay") is False
+    assert set_field(page, "cbid.netpath.wan.reliability", "4", within="#modal_overlay") is True  # only 3 targets
+    assert set_field(page, "cbid.netpath.wan.reliability", "3", within="#modal_overlay") is False
+    # the quality levels only show when quality checks are on
+    hidden = "document.getElementById('cbi-netpath-wan-failure_latency').classList.contains('hidden')"
+    assert page.evaluate(hidden) is True
+    page.evaluate("""(() => { const box = document.querySelector('#modal_overlay [id="cbid.netpath.wan.check_quality"]');
+        box.checked = true; box.dispatchEvent(new Event('change', { bubbles: true })); })()""")
+    assert page.evaluate(hidden) is False
+    click(page, "#modal_overlay .right .btn:first-child")  # Dismiss
+    assert uci_writes(site) == []
+
+
+# -- access control -----------------------------------------------------------------------------
+
+def test_a_status_only_session_sees_status_but_not_the_config(tmp_path):
+    etc = tmp_path / "etc"
+    etc.mkdir()
+    shutil.copy(EXAMPLE, etc / "netpath")
+    server = HarnessServer(etc, tmp_path / "none.sock", tmp_path / "none", acl={"luci-app-netpath-status": "read"})
+    assert server.ubus_call("luci.netpath", "status", {})[0] == 0
+    for obj, method, args in [("luci.netpath", "explain", {}), ("luci.netpath", "ruleset", {}),
+                              ("luci.netpath", "ping", {}), ("luci.netpath", "disable", {"interface": "wan"}),
+                              ("uci", "get", {"config": "netpath"}),
+                              ("uci", "set", {"config": "netpath", "section": "wan", "values": {"ifname": "x"}})]:
+        assert server.ubus_call(obj, method, args) == [6], (obj, method)
+    reader = HarnessServer(etc, tmp_path / "none.sock", tmp_path / "none", acl={"luci-app-netpath": "read"})
+    assert reader.ubus_call("uci", "get", {"config": "netpath"})[0] == 0
+    assert reader.ubus_call("uci", "set", {"config": "netpath", "section": "wan", "values": {"ifname": "x"}}) == [6]
+    assert reader.ubus_call("luci.netpath", "ping", {}) == [6]
+    assert reader.ubus_call("luci.netpath", "no_such_method", {}) == [6]
+    writer = HarnessServer(etc, tmp_path / "none.sock", tmp_path / "none", acl={"luci-app-netpath": "write"})
+    assert writer.call_plugin("no_such_method", {}) == [3]
+
+
+# -- the overview against a real agent ----------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def lab_site(lab_module, tmp_path_factory):
+    work = tmp_path_factory.mktemp("overview")
+    lab_module.start_servers()
+    config = labagent.write_lab_config(work / "etc")
+    bundle = labagent.compile_bundle(config, work / "bundle")
+    agent = labagent.LabAgent(lab_module, bundle, work).start()
+    try:
+        agent.wait_states({"wan1": "online", "wan2": "online"}, timeout=30)
+        with HarnessServer(work / "etc", agent.socket, bundle) as server:
+            yield server, agent
+    finally:
+        agent.stop()
+
+
+def shown_states(page) -> dict:
+    return page.evaluate("Object.fromEntries(Array.from(document.querySelectorAll('.netpath-uplink'))"
+                         ".map(c => [c.dataset.interface, c.dataset.state]))")
+
+
+def wait_shown(page, agent, wanted: dict, timeout: float = 30) -> dict:
+    agent.wait_states(wanted, timeout)
+    page.wait_for("(() => { const s = " + json.dumps(wanted) + "; return Array.from(document.querySelectorAll("
+                  "'.netpath-uplink')).filter(c => s[c.dataset.interface] == c.dataset.state).length == "
+                  + str(len(wanted)) + "; })()", timeout=timeout)
+    return shown_states(page)
+
+
+@pytest.mark.lab
+def test_overview_shows_the_labs_uplinks_and_charts(browser, lab_site):
+    server, agent = lab_site
+    page = open_view(browser, server, "overview", poll=1)
+    page.wait_for("+document.body.dataset.pollCount >= 3")
+    assert shown_states(page) == agent.states() == {"wan1": "online", "wan2": "online"}
+    devices = page.evaluate("Array.from(document.querySelectorAll('.netpath-uplink .netpath-device')).map(e => e.textContent)")
+    assert devices == ["wan1", "wan2"]
+    # one latency line and two throughput lines per uplink, drawn through several samples
+    lines = page.evaluate("Array.from(document.querySelectorAll('.netpath-uplink')).map(c => "
+                          "Array.from(c.querySelectorAll('svg path')).map(p => p.getAttribute('class') + ' ' + "
+                          "(p.getAttribute('d').match(/L/g) || []).length))")
+    for card in lines:
+        kinds = {entry.split()[1]: int(entry.split()[2]) for entry in card}
+        assert set(kinds) == {"netpath-line-latency", "netpath-line-rx", "netpath-line-tx"}
+        assert all(points >= 1 for points in kinds.values())
+    latency = page.evaluate("document.querySelector('[data-interface=wan1] .netpath-legend-latency').textContent")
+    assert latency.endswith(" ms")
+    policy = page.evaluate("document.getElementById('netpath-policies').textContent")
+    assert "balanced" in policy and "wan1 75%" in policy and "wan2 25%" in policy
+
+
+@pytest.mark.lab
+def test_overview_follows_an_uplink_that_fails_and_recovers(browser, lab_site):
+    server, agent = lab_site
+    page = open_view(browser, server, "overview", poll=1)
+    agent.lab.isp_blackhole(1)
+    try:
+        assert wait_shown(page, agent, {"wan1": "offline", "wan2": "online"}) == {"wan1": "offline", "wan2": "online"}
+        events = page.wait_for("(() => { const t = document.getElementById('netpath-history').textContent; "
+                               "return t.includes('→ offline') && t; })()")
+        assert "wan1" in events
+    finally:
+        agent.lab.isp_blackhole(1, on=False)
+    assert wait_shown(page, agent, {"wan1": "online", "wan2": "online"}) == {"wan1": "online", "wan2": "online"}
+
+
+@pytest.mark.lab
+def test_the_disable_button_reaches_the_agent(browser, lab_site):
+    server, agent = lab_site
+    page = open_view(browser, server, "overview", poll=1)
+    try:
+        click(page, "[data-interface=wan2] button")
+        assert wait_shown(page, agent, {"wan2": "disabled"})["wan2"] == "disabled"
+        wan2 = next(i for i in agent.request("interfaces")["interfaces"] if i["name"] == "wan2")
+        assert wan2["admin"] == "disabled"
+        label = page.evaluate("document.querySelector('[data-interface=wan2] button').textContent")
+        assert label == "Enable"
+        click(page, "[data-interface=wan2] button")
+        wait_shown(page, agent, {"wan2": "online"})
+    finally:
+        agent.request("enable", interface="wan2")
