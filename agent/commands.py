@@ -21,6 +21,11 @@ from .policy import alive_from_mask, decide
 
 VERSION = "0.1.0"
 IFEVENT_ACTIONS = ("ifup", "ifdown", "ifupdate")
+# The arguments each command takes besides "cmd"; anything else is refused, so a request that
+# names something the agent does not do (a reload of another bundle) cannot look accepted.
+ARGUMENTS = {"status": (), "interfaces": (), "policies": (), "rules": (), "enable": ("interface",),
+             "disable": ("interface",), "reload": (), "ifevent": ("action", "interface", "device"),
+             "metrics": ("format",), "history": ("limit",)}
 
 
 class BadRequest(Exception):
@@ -42,6 +47,12 @@ class Commands:
         if handler is None:
             return {"ok": False, "error": f"unknown command {request.get('cmd')!r}; known commands: "
                                           f"{', '.join(sorted(self.table))}"}
+        allowed = ARGUMENTS[request["cmd"]]
+        unknown = sorted(set(request) - {"cmd", *allowed})
+        if unknown:
+            takes = ", ".join(f'"{a}"' for a in allowed) or "no arguments"
+            names = ", ".join(f'"{u}"' for u in unknown)
+            return {"ok": False, "error": f"unknown argument {names} for {request['cmd']}; it takes {takes}"}
         try:
             data = await handler(request)
         except BadRequest as exc:
