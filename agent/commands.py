@@ -36,6 +36,7 @@ class Commands:
     def __init__(self, agent):
         self.agent = agent
         self._reader_nft = None  # a second nft context: listings run in threads, swaps on the loop
+        self._reader_lock = asyncio.Lock()
         self.table = {
             "status": self.status, "interfaces": self.interfaces, "policies": self.policies,
             "rules": self.rules, "enable": self.enable, "disable": self.disable, "reload": self.reload,
@@ -148,7 +149,12 @@ class Commands:
         return rows
 
     async def _rule_counters(self) -> dict:
-        return await asyncio.to_thread(metrics_mod.rule_counters, self._nft(), self.agent.model.table)
+        table = self.agent.model.table
+        # One libnftables context must not be used by two threads at once (concurrent listings
+        # corrupt its netlink state and libnftables aborts the whole agent); waiting here, on
+        # the loop, keeps the worker threads free.
+        async with self._reader_lock:
+            return await asyncio.to_thread(metrics_mod.rule_counters, self._nft(), table)
 
     # -- commands --------------------------------------------------------------------------------
 
