@@ -78,7 +78,8 @@ def set_field(page, element_id, value, within="") -> bool:
     return page.evaluate(f"""(() => {{
         const el = document.querySelector({json.dumps(selector)});
         el.value = {json.dumps(value)};
-        el.dispatchEvent(new Event('input', {{ bubbles: true }}));
+        for (const name of [ 'input', 'keyup', 'change', 'blur' ])
+            el.dispatchEvent(new Event(name, {{ bubbles: true }}));
         return el.classList.contains('cbi-input-invalid');
     }})()""")
 

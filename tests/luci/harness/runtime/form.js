@@ -193,13 +193,13 @@ const CBIAbstractSection = baseclass.extend({
 		return Promise.all(tasks);
 	},
 
-	renderOptionRow(option, section_id) {
+	renderOptionRow(option, section_id, inModal) {
 		const widget = option.renderWidget(section_id);
 		const row = E('div', { 'class': 'cbi-value', 'data-name': option.option, 'id': 'cbi-%s-%s-%s'.format(this.map.config, section_id, option.option) }, [
 			E('label', { 'class': 'cbi-value-title', 'for': option.cbid(section_id) }, [ option.title ]),
 			E('div', { 'class': 'cbi-value-field' }, [
 				widget,
-				(option.description && !this.nodescriptions) ? E('div', { 'class': 'cbi-value-description' }, option.description) : ''
+				(option.description && (inModal || !this.nodescriptions)) ? E('div', { 'class': 'cbi-value-description' }, option.description) : ''
 			])
 		]);
 
@@ -361,7 +361,7 @@ const CBIGridSection = CBITypedSection.extend({
 		const options = this.children.filter((o) => !o.gridonly);
 		const tabs = this.tabs.length ? this.tabs : [ { name: '', title: '' } ];
 		const panes = tabs.map((tab) => E('div', { 'class': 'cbi-tabcontainer', 'data-tab': tab.name, 'data-tab-title': tab.title },
-			options.filter((o) => (o.tab || '') == tab.name || !this.tabs.length).map((o) => this.renderOptionRow(o, section_id))));
+			options.filter((o) => (o.tab || '') == tab.name || !this.tabs.length).map((o) => this.renderOptionRow(o, section_id, true))));
 		const menu = (tabs.length > 1) ? E('ul', { 'class': 'cbi-tabmenu' }, tabs.map((tab, i) => E('li', {
 			'class': 'tabmenu-item-' + tab.name + (i ? '' : ' cbi-tab'),
 			'click': (ev) => {

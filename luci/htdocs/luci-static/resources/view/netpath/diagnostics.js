@@ -162,18 +162,18 @@ return view.extend({
 		const dstInput = E('input', { 'id': 'netpath-explain-dst', 'type': 'text', 'class': 'cbi-input-text', 'placeholder': '203.0.113.10' });
 		const targetInput = E('input', { 'id': 'netpath-ping-target', 'type': 'text', 'class': 'cbi-input-text', 'placeholder': '203.0.113.10' });
 
-		ui.addValidator(srcInput, 'ipaddr(1)', false);
-		ui.addValidator(dstInput, 'ipaddr(1)', false);
-		ui.addValidator(targetInput, 'ipaddr(1)', false);
+		/* Empty is left to the buttons, which say what is missing. */
+		ui.addValidator(srcInput, 'ipaddr(1)', true);
+		ui.addValidator(dstInput, 'ipaddr(1)', true);
+		ui.addValidator(targetInput, 'ipaddr(1)', true);
 
 		return E('div', { 'class': 'cbi-map' }, [
 			E('h2', {}, [ _('NetPath – Diagnostics') ]),
 
 			E('div', { 'class': 'cbi-section' }, [
 				E('h3', {}, [ _('Explain a packet') ]),
-				E('div', { 'class': 'cbi-section-descr' }, [
-					_('Walks a new connection through the rules and policies of the running configuration, like <code>netpath explain</code>.')
-				]),
+				E('div', { 'class': 'cbi-section-descr' },
+					_('Walks a new connection through the rules and policies of the running configuration, like <code>netpath explain</code>.')),
 				field(_('Source'), srcInput),
 				field(_('Destination'), dstInput),
 				field(_('Protocol'), E('select', { 'id': 'netpath-explain-proto', 'class': 'cbi-input-select' },
