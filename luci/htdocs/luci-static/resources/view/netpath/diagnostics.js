@@ -64,9 +64,10 @@ return view.extend({
 		const out = document.getElementById('netpath-explain-result');
 		const src = this.readValue('netpath-explain-src');
 		const dst = this.readValue('netpath-explain-dst');
+		/* Absent values stay out of the request (undefined is not serialised). */
 		const port = (id) => {
 			const text = this.readValue(id);
-			return text ? +text : null;
+			return text ? +text : undefined;
 		};
 
 		for (const [ value, what ] of [ [ src, _('Source') ], [ dst, _('Destination') ] ]) {
@@ -76,7 +77,7 @@ return view.extend({
 			}
 		}
 
-		let down = null;
+		let down;
 
 		if (!document.getElementById('netpath-explain-live').checked)
 			down = Array.prototype.map.call(
