@@ -246,20 +246,27 @@ def test_a_status_only_session_sees_status_but_not_the_config(tmp_path):
     etc = tmp_path / "etc"
     etc.mkdir()
     shutil.copy(EXAMPLE, etc / "netpath")
-    server = HarnessServer(etc, tmp_path / "none.sock", tmp_path / "none", acl={"luci-app-netpath-status": "read"})
-    assert server.ubus_call("luci.netpath", "status", {})[0] == 0
+
+    def server(grants):
+        made = HarnessServer(etc, tmp_path / "none.sock", tmp_path / "none", acl=grants)
+        made.httpd.server_close()  # only its ubus dispatch is used here, not HTTP
+        return made
+
+    watcher = server({"luci-app-netpath-status": "read"})
+    assert watcher.ubus_call("luci.netpath", "status", {})[0] == 0
     for obj, method, args in [("luci.netpath", "explain", {}), ("luci.netpath", "ruleset", {}),
                               ("luci.netpath", "ping", {}), ("luci.netpath", "disable", {"interface": "wan"}),
                               ("uci", "get", {"config": "netpath"}),
                               ("uci", "set", {"config": "netpath", "section": "wan", "values": {"ifname": "x"}})]:
-        assert server.ubus_call(obj, method, args) == [6], (obj, method)
-    reader = HarnessServer(etc, tmp_path / "none.sock", tmp_path / "none", acl={"luci-app-netpath": "read"})
+        assert watcher.ubus_call(obj, method, args) == [6], (obj, method)
+    reader = server({"luci-app-netpath": "read"})
     assert reader.ubus_call("uci", "get", {"config": "netpath"})[0] == 0
     assert reader.ubus_call("uci", "set", {"config": "netpath", "section": "wan", "values": {"ifname": "x"}}) == [6]
     assert reader.ubus_call("luci.netpath", "ping", {}) == [6]
     assert reader.ubus_call("luci.netpath", "no_such_method", {}) == [6]
-    writer = HarnessServer(etc, tmp_path / "none.sock", tmp_path / "none", acl={"luci-app-netpath": "write"})
+    writer = server({"luci-app-netpath": "write"})
     assert writer.call_plugin("no_such_method", {}) == [3]
+    assert (etc / "netpath").read_bytes() == EXAMPLE.read_bytes()
 
 
 # -- the overview against a real agent ----------------------------------------------------------
