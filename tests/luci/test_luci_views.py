@@ -351,3 +351,15 @@ def test_the_disable_button_reaches_the_agent(browser, lab_site):
         wait_shown(page, agent, {"wan2": "online"})
     finally:
         agent.request("enable", interface="wan2")
+
+
+@pytest.mark.lab
+def test_a_read_only_user_watches_without_buttons(browser, lab_site, tmp_path):
+    server, agent = lab_site
+    with HarnessServer(tmp_path, agent.socket, server.bundle, acl={"luci-app-netpath-status": "read"},
+                       readonly=True) as watcher:
+        page = open_view(browser, watcher, "overview")
+        assert shown_states(page) == agent.states()
+        assert page.evaluate("document.querySelectorAll('.netpath-uplink button').length") == 0
+        assert page.evaluate("document.querySelectorAll('.cbi-page-actions button').length") == 0
+        assert watcher.ubus_call("luci.netpath", "disable", {"interface": "wan1"}) == [6]

@@ -258,7 +258,8 @@ return view.extend({
 				E('span', { 'class': 'netpath-since' }, [
 					iface.since ? _('for %s').format(formatDuration(Date.now() / 1000 - iface.since)) : ''
 				]),
-				E('button', {
+				/* read-only users (ACL group without write) only watch */
+				(L.hasViewPermission() === false) ? '' : E('button', {
 					'class': 'btn cbi-button cbi-button-' + (iface.admin == 'disabled' ? 'apply' : 'reset'),
 					'title': (iface.admin == 'disabled')
 						? _('Give this uplink back to the policies')
