@@ -5,7 +5,7 @@ set -eu
 cd "$(dirname "$0")/.."
 
 PACKAGES="nftables python3-nftables python3-venv python3-dev iproute2 conntrack iputils-ping \
-shellcheck busybox util-linux procps ca-certificates nodejs chromium"
+shellcheck busybox util-linux procps ca-certificates nodejs chromium fonts-dejavu-core"
 missing=""
 for p in $PACKAGES; do
 	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing="$missing $p"
@@ -15,6 +15,11 @@ if [ -n "$missing" ]; then
 	apt-get update -qq
 	# shellcheck disable=SC2086
 	apt-get install -y -qq --no-install-recommends $missing >/dev/null
+fi
+# npm (for linting the LuCI views) ships inside some nodejs builds; Debian's own nodejs
+# needs the separate package, which would conflict with the others.
+if ! command -v npm >/dev/null 2>&1; then
+	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends npm >/dev/null
 fi
 
 # Debian's python3, so the libnftables binding (python3-nftables) is importable.
