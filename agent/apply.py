@@ -278,13 +278,21 @@ def transaction(b: bundle_mod.Bundle, masks: dict, links: dict, live: dict) -> s
     parts.append(ruleset)
     for policy in model.policies:
         parts.append(b.state_text(policy.name, masks[policy.name]))
+    parts += bypass_lines(model, links)
+    return "\n".join(p.rstrip("\n") for p in parts) + "\n"
+
+
+def bypass_lines(model: Model, links: dict) -> list:
+    """Refill the sets of the WAN links' own networks, which keep the main table."""
+    table = f"inet {model.table}"
+    lines = []
     for family, set_name in (("ipv4", "bypass_v4"), ("ipv6", "bypass_v6")):
         nets = sorted({n for i in model.interfaces if i.family == family and links.get(i.name)
                        for n in links[i.name].networks})
-        parts.append(f"flush set {table} {set_name}")
+        lines.append(f"flush set {table} {set_name}")
         if nets:
-            parts.append(f"add element {table} {set_name} {{ {', '.join(nets)} }}")
-    return "\n".join(p.rstrip("\n") for p in parts) + "\n"
+            lines.append(f"add element {table} {set_name} {{ {', '.join(nets)} }}")
+    return lines
 
 
 @dataclass

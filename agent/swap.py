@@ -18,7 +18,7 @@ import asyncio
 import re
 import time
 
-from .apply import masks_for
+from .apply import bypass_lines, masks_for
 from .model import Model
 
 _FLUSH_CHAIN = re.compile(r"^flush chain inet (\S+) (\S+)\s*$")
@@ -51,15 +51,7 @@ async def load(nft, text: str) -> float:
 
 def bypass_transaction(model: Model, links: dict) -> str:
     """Refill the sets of connected WAN networks (as apply does) after an address changed."""
-    table = f"inet {model.table}"
-    lines = []
-    for family, set_name in (("ipv4", "bypass_v4"), ("ipv6", "bypass_v6")):
-        nets = sorted({n for i in model.interfaces if i.family == family and links.get(i.name)
-                       for n in links[i.name].networks})
-        lines.append(f"flush set {table} {set_name}")
-        if nets:
-            lines.append(f"add element {table} {set_name} {{ {', '.join(nets)} }}")
-    return "\n".join(lines) + "\n"
+    return "\n".join(bypass_lines(model, links)) + "\n"
 
 
 # --- reading the loaded variant back ---------------------------------------------------------
