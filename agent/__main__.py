@@ -28,6 +28,13 @@ def _logging(level: str, syslog: bool) -> None:
     logging.basicConfig(level=getattr(logging, level.upper()), handlers=handlers, force=True)
 
 
+def _host_port(text: str) -> tuple:
+    host, sep, port = text.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected HOST:PORT, e.g. 127.0.0.1:9101")
+    return host.strip("[]"), int(port)
+
+
 def main(argv=None) -> int:
     from .ipc import DEFAULT_SOCKET
 
@@ -42,6 +49,9 @@ def main(argv=None) -> int:
                    help="on SIGTERM leave the last state in the kernel instead of removing it")
     p.add_argument("--log-level", default="info", choices=("debug", "info", "warning", "error"))
     p.add_argument("--syslog", action="store_true", help="also log to syslog (/dev/log)")
+    p.add_argument("--metrics-listen", metavar="HOST:PORT", type=_host_port,
+                   help="also serve the Prometheus metrics at http://HOST:PORT/metrics (off by default; "
+                        "no authentication: bind to loopback or the LAN)")
     args = p.parse_args(argv)
     _logging(args.log_level, args.syslog)
 
@@ -51,13 +61,14 @@ def main(argv=None) -> int:
     from .ipc import IpcError
     from .nft import NftError
 
-    agent = Agent(args.bundle, None if args.socket == "none" else args.socket, args.hooks, args.keep)
+    agent = Agent(args.bundle, None if args.socket == "none" else args.socket, args.hooks, args.keep,
+                  metrics_listen=args.metrics_listen)
     try:
         return asyncio.run(agent.run())
     except bundle_mod.BundleError as exc:
         print(f"netpath-agent: {exc}", file=sys.stderr)
         return 2
-    except (ApplyError, NftError, IpcError) as exc:
+    except (ApplyError, NftError, IpcError, OSError) as exc:
         print(f"netpath-agent: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:

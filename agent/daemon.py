@@ -38,7 +38,7 @@ DOWN_EVENTS = (hl.DISCONNECTED, hl.IFDOWN)
 
 class Agent:
     def __init__(self, bundle_dir, socket_path=None, hooks_dir=DEFAULT_HOOKS, keep: bool = False,
-                 nft: "Nft | None" = None):
+                 nft: "Nft | None" = None, metrics_listen: "tuple | None" = None):
         self.bundle_dir = bundle_dir
         self.socket_path = socket_path
         self.keep = keep
@@ -58,6 +58,8 @@ class Agent:
         self.reload_lock = asyncio.Lock()
         self.monitor: "LinkMonitor | None" = None
         self.server = None
+        self.metrics_listen = metrics_listen  # (host, port) of the optional Prometheus endpoint
+        self.metrics_server = None
         self.stopping = asyncio.Event()
         self._background: set = set()
         self._pending_resync: dict = {}  # interface -> timer handle
@@ -92,8 +94,23 @@ class Agent:
             from .commands import Commands
 
             self.server = await ipc.serve(self.socket_path, Commands(self).dispatch)
+        if self.metrics_listen:
+            await self._serve_metrics(*self.metrics_listen)
         log.info("started with bundle %s (%s): %s", self.bundle_dir, self.bundle.digest[:12],
                  ", ".join(f"{t.name} {t.health.status.value}" for t in self.trackers.values()) or "no interfaces")
+
+    async def _serve_metrics(self, host: str, port: int) -> None:
+        """The same text as the socket's {"cmd":"metrics","format":"prometheus"}, over HTTP."""
+        from .commands import Commands
+        from .metrics import serve_metrics_http
+
+        commands = Commands(self)
+
+        async def text() -> str:
+            return (await commands.dispatch({"cmd": "metrics", "format": "prometheus"}))["text"]
+
+        self.metrics_server = await serve_metrics_http(host, port, text)
+        log.info("serving Prometheus metrics on http://%s:%d/metrics", host, port)
 
     async def _take_over(self) -> None:
         """Apply the bundle, starting each interface in the state the kernel already shows."""
@@ -172,6 +189,9 @@ class Agent:
             await tracker.stop()
         if self.monitor:
             await self.monitor.stop()
+        if self.metrics_server is not None:
+            self.metrics_server.close()
+            await self.metrics_server.wait_closed()
         if self.server is not None:
             from . import ipc
 

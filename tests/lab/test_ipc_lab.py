@@ -517,6 +517,21 @@ def test_metrics_json_and_prometheus_agree(lab2, agents, tmp_path):
     assert table[-1].startswith("state swaps: ")
 
 
+def test_metrics_listen_serves_the_prometheus_text_over_http(lab2, agents, tmp_path):
+    agent = agents(balanced_bundle(tmp_path), extra=("--metrics-listen", "127.0.0.1:9101"))
+    scrape = ("import urllib.request, sys; r = urllib.request.urlopen('http://127.0.0.1:9101/metrics', "
+              "timeout=5); sys.stdout.write(r.headers['Content-Type'] + '\\n' + r.read().decode())")
+    out = lab2.run("router", [sys.executable, "-c", scrape]).stdout
+    content_type, _, text = out.partition("\n")
+    assert content_type.startswith("text/plain") and "version=0.0.4" in content_type
+    samples, types = prometheus_samples(text)
+    assert samples[("netpath_interface_up", (("interface", "wan1"),))] == 1
+    assert types["netpath_interface_up"] == "gauge"
+    missing = lab2.run("router", [sys.executable, "-c", scrape.replace("/metrics", "/other")], check=False)
+    assert missing.returncode != 0 and "404" in missing.stderr
+    assert agent.request("status")["ok"]
+
+
 # --- the shell commands: tables, --json, no agent -------------------------------------------------
 
 
