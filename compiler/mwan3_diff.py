@@ -71,4 +71,5 @@ def differences(conv: Converter) -> list:
     if any(r.get("sticky") for r in conv.tree["rules"]):
         out.append("Sticky rules: mwan3 loses its sticky sets on every reload (stop + start); "
                    "NetPath keeps them across reloads.")
+    out += conv.diffs  # found while converting sections (extra routing tables, reliability)
     return out
