@@ -1,5 +1,7 @@
 'use strict';
 'require baseclass';
+'require form';
+'require ui';
 
 /*
  * The rules of NetPath's config schema (compiler/validate.py) that a browser can
@@ -100,8 +102,31 @@ function bitCount(n) {
 	return count;
 }
 
+/*
+ * A grid of named sections of one UCI type (interface, member, policy, rule) whose "Add"
+ * refuses a name the compiler would refuse, instead of saving it and failing at reload.
+ * `message` is the translated sentence shown for a bad name.
+ */
+function namedGrid(map, type, title, addTitle, message) {
+	const s = map.section(form.GridSection, type, title);
+	s.addremove = true;
+	s.anonymous = false;
+	s.nodescriptions = true;
+	s.addbtntitle = addTitle;
+	s.handleAdd = function(ev, name) {
+		if (!NAME_RE.test(name || '')) {
+			ui.addNotification(null, E('p', [ message ]), 'warning');
+			return Promise.resolve();
+		}
+
+		return form.GridSection.prototype.handleAdd.apply(this, [ ev, name ]);
+	};
+	return s;
+}
+
 return baseclass.extend({
 	NAME_RE: NAME_RE,
+	namedGrid: namedGrid,
 	TRACK_METHODS: [ 'ping', 'httping', 'dns', 'arping', 'none' ],
 	FLUSH_EVENTS: [ 'ifup', 'ifdown', 'connected', 'disconnected' ],
 	LOG_LEVELS: [ 'emerg', 'alert', 'crit', 'err', 'warn', 'notice', 'info', 'debug' ],

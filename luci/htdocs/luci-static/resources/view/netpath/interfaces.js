@@ -78,20 +78,8 @@ return view.extend({
 		o.default = 'notice';
 		o.depends('logging', '1');
 
-		s = m.section(form.GridSection, 'interface', _('Interfaces'));
-		s.addremove = true;
-		s.anonymous = false;
-		s.nodescriptions = true;
-		s.addbtntitle = _('Add interface');
-
-		s.handleAdd = function(ev, name) {
-			if (!schema.NAME_RE.test(name || '')) {
-				ui.addNotification(null, E('p', [ _('An interface name is 1-32 letters, digits or underscores.') ]), 'warning');
-				return Promise.resolve();
-			}
-
-			return form.GridSection.prototype.handleAdd.apply(this, [ ev, name ]);
-		};
+		s = schema.namedGrid(m, 'interface', _('Interfaces'), _('Add interface'),
+			_('An interface name is 1-32 letters, digits or underscores.'));
 
 		s.tab('general', _('General'));
 		s.tab('tracking', _('Tracking'));

@@ -23,20 +23,8 @@ return view.extend({
 			  'Members of the lowest metric that are online share the traffic by weight; ' +
 			  'higher metrics take over when all of them are down.'));
 
-		s = m.section(form.GridSection, 'member', _('Members'));
-		s.addremove = true;
-		s.anonymous = false;
-		s.nodescriptions = true;
-		s.addbtntitle = _('Add member');
-
-		s.handleAdd = function(ev, name) {
-			if (!schema.NAME_RE.test(name || '')) {
-				ui.addNotification(null, E('p', [ _('A member name is 1-32 letters, digits or underscores.') ]), 'warning');
-				return Promise.resolve();
-			}
-
-			return form.GridSection.prototype.handleAdd.apply(this, [ ev, name ]);
-		};
+		s = schema.namedGrid(m, 'member', _('Members'), _('Add member'),
+			_('A member name is 1-32 letters, digits or underscores.'));
 
 		o = s.option(form.ListValue, 'interface', _('Interface'));
 		uci.sections('netpath', 'interface').forEach((iface) => o.value(iface['.name']));

@@ -37,20 +37,8 @@ return view.extend({
 			_('A policy is the set of members a rule sends traffic to. ' +
 			  'A policy uses each interface once and takes at most %d members.').format(schema.MAX_MEMBERS_PER_POLICY));
 
-		s = m.section(form.GridSection, 'policy', _('Policies'));
-		s.addremove = true;
-		s.anonymous = false;
-		s.nodescriptions = true;
-		s.addbtntitle = _('Add policy');
-
-		s.handleAdd = function(ev, name) {
-			if (!schema.NAME_RE.test(name || '')) {
-				ui.addNotification(null, E('p', [ _('A policy name is 1-32 letters, digits or underscores.') ]), 'warning');
-				return Promise.resolve();
-			}
-
-			return form.GridSection.prototype.handleAdd.apply(this, [ ev, name ]);
-		};
+		s = schema.namedGrid(m, 'policy', _('Policies'), _('Add policy'),
+			_('A policy name is 1-32 letters, digits or underscores.'));
 
 		o = s.option(form.MultiValue, 'members', _('Members'));
 		uci.sections('netpath', 'member').forEach((member) => {

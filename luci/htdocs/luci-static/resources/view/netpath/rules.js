@@ -42,21 +42,9 @@ return view.extend({
 			_('Rules are tried from top to bottom; the first that matches a new connection decides. ' +
 			  'Traffic no rule matches uses the main routing table.'));
 
-		s = m.section(form.GridSection, 'rule', _('Rules'));
-		s.addremove = true;
-		s.anonymous = false;
+		s = schema.namedGrid(m, 'rule', _('Rules'), _('Add rule'),
+			_('A rule name is 1-32 letters, digits or underscores.'));
 		s.sortable = true;
-		s.nodescriptions = true;
-		s.addbtntitle = _('Add rule');
-
-		s.handleAdd = function(ev, name) {
-			if (!schema.NAME_RE.test(name || '')) {
-				ui.addNotification(null, E('p', [ _('A rule name is 1-32 letters, digits or underscores.') ]), 'warning');
-				return Promise.resolve();
-			}
-
-			return form.GridSection.prototype.handleAdd.apply(this, [ ev, name ]);
-		};
 
 		s.tab('match', _('Match'));
 		s.tab('action', _('Action'));
