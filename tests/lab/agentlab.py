@@ -17,6 +17,8 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 TESTS_DIR = Path(__file__).resolve().parent.parent
 if str(TESTS_DIR) not in sys.path:
     sys.path.insert(0, str(TESTS_DIR))
@@ -189,3 +191,31 @@ def reset_lab(lab: netlab.Lab) -> None:
         lab.carrier(k, True)
         lab.netem(k)
     lab.run("router", [NETPATH, "apply", "--remove"], check=False)
+
+
+# --- pytest fixtures shared by the agent and socket lab tests (import them into a module) ----
+
+
+@pytest.fixture(scope="module")
+def lab2(lab_module):
+    """The module's lab with its internet servers running."""
+    lab_module.start_servers()
+    return lab_module
+
+
+@pytest.fixture
+def agents(lab2, tmp_path):
+    """agents(bundle, workdir=None, **kw) starts an agent; all are stopped and the lab reset afterwards."""
+    started = []
+
+    def start(bundle, workdir=None, **kw):
+        agent = RunningAgent(lab2, bundle, workdir or tmp_path, name=f"agent{len(started)}", **kw)
+        started.append(agent)
+        return agent.start()
+
+    yield start
+    for agent in started:
+        if agent.process and agent.process.poll() is None:
+            agent.process.kill()
+            agent.process.wait(5)
+    reset_lab(lab2)

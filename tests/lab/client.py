@@ -37,6 +37,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import dnswire  # noqa: E402
+from servers import parse_endpoint  # noqa: E402  (one parser for both ends)
 
 RESERVED_KEYS = ("errors", "error_kinds", "order", "by_source")
 ORDER_LIMIT = 1000
@@ -49,18 +50,6 @@ class FlowError(Exception):
 
 def family_of(host: str) -> int:
     return socket.AF_INET6 if ":" in host else socket.AF_INET
-
-
-def parse_endpoint(text: str) -> tuple[str, int]:
-    host, sep, port = text.rpartition(":")
-    if not sep or not port.isdigit():
-        raise argparse.ArgumentTypeError(f"expected ADDRESS:PORT or [ADDRESS]:PORT, got {text!r}")
-    host = host.strip("[]")
-    try:
-        ipaddress.ip_address(host)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{host!r} is not an IP address") from None
-    return host, int(port)
 
 
 def open_socket(family: int, kind: int, source: str | None, device: str | None, timeout: float):

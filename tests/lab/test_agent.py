@@ -17,33 +17,11 @@ import time
 import pytest
 
 from lab import netlab
-from lab.agentlab import (RunningAgent, agent_config, compile_bundle, reset_lab, uplink)
+from lab.agentlab import agent_config, agents, compile_bundle, lab2, uplink  # noqa: F401 (fixtures)
 
 pytestmark = pytest.mark.lab
 
 
-@pytest.fixture(scope="module")
-def lab2(lab_module):
-    lab_module.start_servers()
-    return lab_module
-
-
-@pytest.fixture
-def agents(lab2, tmp_path):
-    """Start agents with agents(bundle, ...); all are stopped and the lab reset afterwards."""
-    started = []
-
-    def start(bundle, **kw):
-        agent = RunningAgent(lab2, bundle, tmp_path, name=f"agent{len(started)}", **kw)
-        started.append(agent)
-        return agent.start()
-
-    yield start
-    for agent in started:
-        if agent.process and agent.process.poll() is None:
-            agent.process.kill()
-            agent.process.wait(5)
-    reset_lab(lab2)
 
 
 def changes(agent, name=None) -> list:

@@ -44,7 +44,7 @@ if str(TESTS_DIR) not in sys.path:
 import pytest  # noqa: E402
 
 from lab import netlab  # noqa: E402
-from lab.agentlab import NETPATH, RunningAgent, agent_config, compile_bundle, reset_lab  # noqa: E402
+from lab.agentlab import NETPATH, agent_config, agents, compile_bundle, lab2  # noqa: E402,F401 (fixtures)
 
 pytestmark = pytest.mark.lab
 
@@ -80,28 +80,6 @@ sys.stdout.buffer.write(data)
 # --- fixtures and small helpers -------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def lab2(lab_module):
-    lab_module.start_servers()
-    return lab_module
-
-
-@pytest.fixture
-def agents(lab2, tmp_path):
-    """agents(bundle, workdir=None, **kw) starts an agent; all are stopped and the lab reset afterwards."""
-    started = []
-
-    def start(bundle, workdir=None, **kw):
-        agent = RunningAgent(lab2, bundle, workdir or tmp_path, name=f"agent{len(started)}", **kw)
-        started.append(agent)
-        return agent.start()
-
-    yield start
-    for agent in started:
-        if agent.process and agent.process.poll() is None:
-            agent.process.kill()
-            agent.process.wait(5)
-    reset_lab(lab2)
 
 
 def balanced_bundle(directory: Path, weights=WEIGHTS, track=None, name: str = "bundle") -> Path:
