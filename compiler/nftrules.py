@@ -9,12 +9,31 @@ from __future__ import annotations
 
 import re
 
-from netpath.agent.model import Match, Model, Rule
+from netpath.agent.model import Model, Rule
 from netpath.agent.policy import Decision
 
 L3 = {"ipv4": "ip", "ipv6": "ip6"}
 L4_WITH_PORTS = {"tcp": "tcp", "udp": "udp", "sctp": "sctp", "6": "tcp", "17": "udp"}
 COMMENT_SAFE = re.compile(r"[^A-Za-z0-9 _.,:;/()=<>+%'-]")
+
+
+def l3(family: str) -> str:
+    """The nft protocol keyword of an address family: ipv4 -> ip, ipv6 -> ip6."""
+    return L3[family]
+
+
+def addr_type(family: str) -> str:
+    return "ipv4_addr" if family == "ipv4" else "ipv6_addr"
+
+
+def family_digit(family: str) -> str:
+    """dnsmasq's nftset= family prefix."""
+    return "4" if family == "ipv4" else "6"
+
+
+def restore_vmap(marks) -> str:
+    """`{ 0x100 : jump restore_0x00000100, ... }`: restore each known mark from conntrack."""
+    return "{ " + ", ".join(f"{hexmark(m)} : jump restore_{hexmark(m)}" for m in marks) + " }"
 
 
 def hexmark(value: int) -> str:
@@ -141,15 +160,11 @@ def device_set(model: Model) -> str:
     return _elements(devices) if devices else NO_WAN_DEVICE
 
 
-def match_of(prefix: str) -> Match:  # small helper for tests and explain
-    address, _, mask = prefix.partition("/")
-    family = "ipv6" if ":" in address else "ipv4"
-    if mask and not mask.isdigit():
-        return Match(family, address, mask)
-    return Match(family, prefix, "")
-
-
 FILTERS = {
+    "l3": l3,
+    "addr_type": addr_type,
+    "family_digit": family_digit,
+    "restore_vmap": restore_vmap,
     "hexmark": hexmark,
     "inverse": inverse,
     "nft_comment": nft_comment,

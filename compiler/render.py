@@ -72,8 +72,7 @@ def render(model: Model, source_name: str) -> dict:
                 wan_devices=nftrules.device_set(model),
                 masquerade=[i for i in model.interfaces if i.enabled and i.masquerade],
                 enabled_interfaces=[i for i in model.interfaces if i.enabled],
-                restore_marks=[(i.mark, nftrules.mark_chain(i.name)) for i in model.interfaces]
-                + [(model.special["default"]["mark"], "mark_default")])
+                restore_marks=[i.mark for i in model.interfaces] + [model.special["default"]["mark"]])
     files["ruleset.nft"] = env.get_template("nft/ruleset.nft.j2").render(view)
     state = env.get_template("nft/state.nft.j2")
     for policy in model.policies:
