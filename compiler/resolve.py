@@ -109,7 +109,8 @@ def resolve(cfg: dict, locator, previous_ids: "dict | None" = None, digest: str 
             dest=tuple(_match(p) for p in raw.get("dest_ip", [])),
             src_port=tuple(tuple(r) for r in raw.get("src_port", [])),
             dest_port=tuple(tuple(r) for r in raw.get("dest_port", [])),
-            src_iface=raw.get("src_iface", ""), src_set=raw.get("src_ipset", ""),
+            src_iface=_incoming_device(raw.get("src_iface", ""), by_name),
+            src_set=raw.get("src_ipset", ""),
             dest_set=raw.get("ipset", ""), sticky=raw["sticky"], timeout=raw["timeout"],
             logging=raw["logging"] and g["logging"],
             target_kind="special" if special else "policy", target=raw["policy"], chain=chain,
@@ -152,6 +153,12 @@ def resolve(cfg: dict, locator, previous_ids: "dict | None" = None, digest: str 
         loglevel=g["loglevel"], route_protocol=g["route_protocol"], special=special,
         interfaces=tuple(interfaces), policies=tuple(policies), rules=tuple(rules),
         user_sets=tuple(sorted(user_sets)), source_digest=digest, warnings=tuple(warnings))
+
+
+def _incoming_device(src_iface: str, interfaces: dict) -> str:
+    """`src_iface` names a device, or a NetPath interface: then that interface's device
+    (after the OpenWrt logical-name mapping)."""
+    return interfaces[src_iface].device if src_iface in interfaces else src_iface
 
 
 def _match(prefix: str) -> Match:

@@ -569,5 +569,3 @@ def _check_rule(rule, cfg, loc, errors, sets):
     if rule["sticky"] and target in SPECIAL_TARGETS:
         errors.append(f"{loc.where(path + ('sticky',))}: sticky needs a policy to stick to, not "
                       f"'{target}'")
-    if rule.get("src_iface") and rule["src_iface"] in cfg["interfaces"]:
-        rule["src_iface"] = cfg["interfaces"][rule["src_iface"]]["ifname"]

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from netpath.agent import marks
-from netpath.compiler import load, validate
+from netpath.compiler import load, resolve, validate
 
 BASE = """\
 config globals 'globals'
@@ -102,7 +102,8 @@ def test_a_non_contiguous_netmask_is_kept_as_address_and_mask():
 
 def test_src_iface_naming_an_interface_becomes_its_device():
     cfg = check(with_option("rule 'r'", "src_iface", "wanb"))
-    assert cfg["rules"][0]["src_iface"] == "eth1"
+    model = resolve.resolve(cfg, locator=None)  # the name -> device mapping is resolve's
+    assert model.rules[0].src_iface == "eth1"
 
 
 def test_the_member_limit_is_documented_and_sufficient_for_ten():
