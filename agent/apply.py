@@ -411,7 +411,9 @@ def main(argv, prog="netpath apply") -> int:
             return 0
         links = {i.name: read_link(i) for i in model.interfaces if i.enabled}
         alive = initial_alive(model, links) - set(args.down)
-        result = apply(b, alive=alive, links=links)
+        nft = Nft()
+        result = apply(b, alive=alive, nft=nft, links=links)
+        offloaded = offload_warnings(nft)
     except bundle_mod.BundleError as exc:
         print(f"{prog}: {exc}", file=sys.stderr)
         return 2
@@ -424,7 +426,7 @@ def main(argv, prog="netpath apply") -> int:
     states = ", ".join(f"{p}={m or 'none'}" for p, m in sorted(result.masks.items()))
     print(f"applied {args.bundle}: alive {', '.join(sorted(result.alive)) or 'none'}; states {states}; "
           f"{result.rule_changes} rule and {result.route_changes} route changes")
-    for warning in offload_warnings(Nft()):
+    for warning in offloaded:
         print(f"note: {warning}")
     for name, link in sorted(result.links.items()):
         if not link.exists:
