@@ -1,12 +1,16 @@
 """Read a compiled bundle and prove it is whole: the manifest's format, every file it
 lists present and matching its sha256. A missing, partial or tampered bundle is refused
-before anything touches the host."""
+before anything touches the host.
+
+The verified contents are kept in memory: `netpath compile -o DIR` swaps the directory
+while an agent runs, and the agent must keep loading the files of the bundle it read (the
+ones its model names) until it is told to reload."""
 
 from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from .model import FORMAT_VERSION, Model
@@ -22,12 +26,17 @@ class Bundle:
     manifest: dict
     model: Model
     digest: str  # sha256 of manifest.json: names this exact bundle
+    files: dict  # relative path -> text, as verified against the manifest's sha256
+    _policies: dict = field(init=False, repr=False, compare=False)  # name -> Policy
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "_policies", {p.name: p for p in self.model.policies})
 
     def text(self, rel: str) -> str:
-        return (self.directory / rel).read_text()
+        return self.files[rel]
 
     def state_text(self, policy: str, mask: str) -> str:
-        return self.text(self.model.policy(policy).states[mask])
+        return self.files[self._policies[policy].states[mask]]
 
 
 def read(directory) -> Bundle:
@@ -48,18 +57,25 @@ def read(directory) -> Bundle:
         raise BundleError(f"{manifest_path}: bundle format {manifest.get('format') if isinstance(manifest, dict) else '?'} "
                           f"is not the supported format {FORMAT_VERSION}; recompile with this NetPath")
     problems = []
+    files = {}
     for rel, expected in sorted(manifest.get("files", {}).items()):
         path = directory / rel
         if ".." in Path(rel).parts or Path(rel).is_absolute():
             problems.append(f"{rel}: path outside the bundle")
             continue
         try:
-            actual = hashlib.sha256(path.read_bytes()).hexdigest()
+            content = path.read_bytes()
         except FileNotFoundError:
             problems.append(f"{rel}: missing")
             continue
+        actual = hashlib.sha256(content).hexdigest()
         if actual != expected:
             problems.append(f"{rel}: sha256 {actual[:12]}... does not match the manifest ({expected[:12]}...)")
+            continue
+        try:
+            files[rel] = content.decode("utf-8")
+        except UnicodeDecodeError:
+            problems.append(f"{rel}: not UTF-8 text")
     if problems:
         raise BundleError(f"{directory}: damaged or tampered bundle: " + "; ".join(problems))
     try:
@@ -71,4 +87,4 @@ def read(directory) -> Bundle:
             if rel not in manifest["files"]:
                 raise BundleError(f"{directory}: state file {rel} is not listed in the manifest")
     return Bundle(directory=directory, manifest=manifest, model=model,
-                  digest=hashlib.sha256(raw).hexdigest())
+                  digest=hashlib.sha256(raw).hexdigest(), files=files)

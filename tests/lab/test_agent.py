@@ -343,6 +343,21 @@ def test_reload_removes_and_adds_interfaces_and_keeps_overrides(lab2, agents, tm
     assert "lookup 1002" in lab2.run("router", ["ip", "rule", "show"]).stdout
 
 
+def test_a_recompile_before_reload_leaves_the_running_bundle_in_charge(lab2, agents, tmp_path):
+    """`netpath compile -o DIR` swaps the directory under the running agent (here: a bundle
+    with wan1 only, so the two-WAN state files are gone). Until `reload`, a failover still
+    loads the state of the bundle the agent runs."""
+    agent = agents(compile_bundle(tmp_path, agent_config(track={"down": 2}), "b"))
+    digest = agent.request("status")["bundle"]["digest"]
+    compile_bundle(tmp_path, agent_config(wans=(1,)), "b")
+    lab2.isp_blackhole(1)
+    agent.wait_state("wan1", "offline", timeout=10)
+    fetch_until(lab2, "wan2", timeout=5)
+    assert agent.request("policies")["policies"][0]["state"] == "01"
+    assert agent.request("status")["bundle"]["digest"] == digest
+    assert "Traceback" not in agent.log()
+
+
 def test_disable_moves_new_flows_at_once(lab2, agents, tmp_path):
     agent = agents(compile_bundle(tmp_path, agent_config()))
     reply = agent.request("disable", interface="wan1")
