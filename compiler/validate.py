@@ -150,10 +150,18 @@ def Mask(value):
     return number
 
 
+def plain_ip(text: str):
+    """ipaddress.ip_address without IPv6 zone ids: Python accepts any text after `%`
+    (spaces, `;`, newlines), and an address reaches `ip -batch` and nft verbatim."""
+    if "%" in str(text):
+        raise ValueError(f"{text!r}: a zone id (%...) is not allowed here")
+    return ipaddress.ip_address(text)
+
+
 def Address(value):
     """One IP address."""
     try:
-        return str(ipaddress.ip_address(str(value)))
+        return str(plain_ip(str(value)))
     except ValueError:
         raise vol.Invalid(f"{value!r} is not an IP address") from None
 
@@ -165,7 +173,7 @@ def Prefix(value):
     if "/" in text:
         addr, _, mask = text.partition("/")
         try:
-            ip = ipaddress.ip_address(addr)
+            ip = plain_ip(addr)
         except ValueError:
             raise vol.Invalid(f"{value!r} is not an address or prefix") from None
         if mask.isascii() and mask.isdigit():
@@ -175,7 +183,7 @@ def Prefix(value):
                                   f"{ip.max_prefixlen}")
             return str(ipaddress.ip_network(f"{ip}/{length}", strict=False))
         try:
-            netmask = ipaddress.ip_address(mask)
+            netmask = plain_ip(mask)
         except ValueError:
             raise vol.Invalid(f"{value!r}: '{mask}' is neither a prefix length nor a netmask") from None
         if netmask.version != ip.version:
@@ -189,7 +197,7 @@ def Prefix(value):
         masked = ipaddress.ip_address(int(ip) & bits)
         return f"{masked}/{netmask}"
     try:
-        return str(ipaddress.ip_address(text))
+        return str(plain_ip(text))
     except ValueError:
         raise vol.Invalid(f"{value!r} is not an address or prefix") from None
 
@@ -276,7 +284,7 @@ def DnsName(value):
 def TrackTarget(value):
     text = str(value).strip()
     try:
-        return str(ipaddress.ip_address(text))
+        return str(plain_ip(text))
     except ValueError:
         pass
     if DNS_NAME_RE.match(text) and text != "." and len(text) <= 253:

@@ -64,11 +64,11 @@ CHECKS = {
     "number(0,100)": ([0, 100], v.Number(0, 100), not_plain_number),
     # hex digits only, with or without 0x (the compiler's int(x, 16) also takes "_" and spaces)
     "mask": (None, v.Mask, lambda value: re.fullmatch(r"(0[xX])?[0-9A-Fa-f]{1,8}", value) is None),
-    "address": (None, v.Address, one_of("fe80::1%eth0")),
-    "prefix": (None, v.Prefix, one_of("fe80::1%eth0")),
+    "address": (None, v.Address, one_of()),
+    "prefix": (None, v.Prefix, one_of()),
     "ports": (None, v.Ports, one_of()),
     "proto": (None, v.Proto, one_of()),
-    "trackTarget": (None, v.TrackTarget, one_of("fe80::1%eth0")),
+    "trackTarget": (None, v.TrackTarget, one_of()),
     "url": (None, v.Url, one_of()),
     "dnsName": (None, v.DnsName, one_of()),
 }

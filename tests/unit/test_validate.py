@@ -368,3 +368,15 @@ def test_docs_describe_every_option_of_the_schema():
     for key in validate.TRACK:  # UCI name and `track.` key side by side
         assert f"| `{load.UCI_OPTION_OF_TRACK[str(key)]}` | `{key}` |" in docs, key
     assert f"{validate.MAX_MEMBERS_PER_POLICY} members per policy" in docs
+
+
+@pytest.mark.parametrize("section,option,value", [
+    ("interface 'wan'", "gateway", "fe80::1%eth0\nroute flush table main"),
+    ("interface 'wan'", "gateway", "fe80::1%eth0"),
+    ("rule 'r'", "dest_ip", "fe80::1%x; flush ruleset"),
+    ("rule 'r'", "src_ip", "fe80::1%eth0/64"),
+])
+def test_an_ipv6_zone_id_never_reaches_ip_or_nft(section, option, value):
+    """Python's ipaddress takes any text after '%'; it would reach `ip -batch` or nft as is."""
+    lines = errors_of(with_option(section, option, value))  # UCI single quotes keep the newline
+    assert any(f"option '{option}'" in line for line in lines), lines
