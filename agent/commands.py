@@ -16,6 +16,7 @@ from . import health as hl
 from . import metrics as metrics_mod
 from .apply import ApplyError
 from .daemon import HISTORY_LENGTH
+from .names import DEVICE_RE, NAME_RE
 from .nft import Nft, NftError
 from .policy import alive_from_mask, decide
 
@@ -202,12 +203,16 @@ class Commands:
         action = request.get("action")
         if action not in IFEVENT_ACTIONS:
             raise BadRequest(f'"action" must be one of {", ".join(IFEVENT_ACTIONS)}, got {action!r}')
-        name = self._interface(request)
+        # netifd's name: a section name, an `ifname`, its `_4`/`_6` alias or a device. An event
+        # for an interface NetPath does not manage is not an error (it changes nothing).
+        name = request.get("interface")
+        if not isinstance(name, str) or not (NAME_RE.match(name) or DEVICE_RE.match(name)):
+            raise BadRequest(f'"interface" must be the name netifd gives an interface (letters, digits, '
+                             f"'_', '.', '-'), got {name!r}")
         device = request.get("device")
         if device is not None and not isinstance(device, str):
             raise BadRequest(f'"device" must be a device name or null, got {device!r}')
-        self.agent.ifevent(action, name)
-        return {}
+        return {"interfaces": self.agent.ifevent(action, name, device)}
 
     async def metrics(self, request: dict) -> dict:
         fmt = request.get("format", "json")

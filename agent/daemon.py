@@ -36,6 +36,17 @@ SWAP_RETRY = 5.0  # seconds before a rejected state transaction is tried again
 DOWN_EVENTS = (hl.DISCONNECTED, hl.IFDOWN)
 
 
+def event_concerns(iface, interface: str, device: "str | None") -> bool:
+    """Whether netifd's event for `interface` (and `device`) is about NetPath's `iface`.
+
+    netifd names an interface by its section (what `ifname` or `logical` hold) or, for the
+    family-specific part of a dynamic protocol, `<name>_4` / `<name>_6`; hotplug adds the
+    device on ifup and ifupdate."""
+    wanted = {interface, interface[:-2] if interface.endswith(("_4", "_6")) else interface}
+    known = {iface.name, iface.logical, iface.device} - {""}
+    return bool(wanted & known) or (device is not None and device == iface.device)
+
+
 class Agent:
     def __init__(self, bundle_dir, socket_path=None, hooks_dir=DEFAULT_HOOKS, keep: bool = False,
                  nft: "Nft | None" = None, metrics_listen: "tuple | None" = None):
@@ -367,15 +378,19 @@ class Agent:
         tracker.admin_changed(enabled)
         return tracker
 
-    def ifevent(self, action: str, name: str) -> None:
-        tracker = self.trackers[name]
-        if action == "ifdown":
-            tracker.link_changed(False)
-        elif action == "ifup":
-            tracker.link_changed(True)
-            self._schedule_resync(name)
-        elif action == "ifupdate":
-            self._schedule_resync(name)
+    def ifevent(self, action: str, interface: str, device: "str | None" = None) -> list:
+        """A netifd event (hotplug); returns the names of the interfaces it applied to."""
+        names = [t.name for t in self.trackers.values() if event_concerns(t.iface, interface, device)]
+        for name in names:
+            tracker = self.trackers[name]
+            if action == "ifdown":
+                tracker.link_changed(False)
+            elif action == "ifup":
+                tracker.link_changed(True)
+                self._schedule_resync(name)
+            elif action == "ifupdate":
+                self._schedule_resync(name)
+        return names
 
     async def _reload_logged(self) -> None:
         try:

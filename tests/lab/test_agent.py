@@ -7,6 +7,7 @@ The agent runs inside the lab's router namespace; failures are made in the ISP n
 
 from __future__ import annotations
 
+import json
 import random
 import signal
 import subprocess
@@ -378,6 +379,29 @@ def test_ifevent_ifdown_and_ifup(lab2, agents, tmp_path):
     assert agent.state("wan1") == "online"
     agent.request("ifevent", action="ifupdate", interface="wan1")
     assert not agent.request("ifevent", action="reboot", interface="wan1", check=False)["ok"]
+
+
+def test_ifevent_finds_the_interface_by_any_name_netifd_uses(lab2, agents, tmp_path):
+    """Hotplug passes netifd's name: the section (`wan1`), its `_4`/`_6` alias, the logical
+    interface the config's `ifname` named (mapped on the router; set in the manifest here),
+    and the device. Events for interfaces NetPath does not manage change nothing."""
+    bundle = compile_bundle(tmp_path, agent_config(track={"interval": 30}))
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    manifest["model"]["interfaces"][0]["logical"] = "wanone"  # wan1: ifname "wanone" was mapped to wan1
+    (bundle / "manifest.json").write_text(json.dumps(manifest))
+    agent = agents(bundle)
+    assert agent.request("ifevent", action="ifdown", interface="wan1_6")["interfaces"] == ["wan1"]
+    assert agent.state("wan1") == "offline"
+    assert agent.request("ifevent", action="ifup", interface="wanone")["interfaces"] == ["wan1"]
+    assert agent.state("wan1") == "online"
+    assert agent.request("ifevent", action="ifdown", interface="mobile", device="wan2")["interfaces"] == ["wan2"]
+    assert agent.state("wan2") == "offline"
+    assert uplink(lab2) == "wan1"
+    assert agent.request("ifevent", action="ifup", interface="wan2_4", device=None)["interfaces"] == ["wan2"]
+    assert agent.state("wan2") == "online"
+    assert agent.request("ifevent", action="ifdown", interface="lan", device="br-lan")["interfaces"] == []
+    assert [agent.state(n) for n in ("wan1", "wan2")] == ["online", "online"]
+    assert not agent.request("ifevent", action="ifdown", interface="wan1 wan2", check=False)["ok"]
 
 
 def test_gateway_change_updates_the_wan_table(lab2, agents, tmp_path):

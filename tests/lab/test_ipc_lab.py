@@ -218,7 +218,8 @@ def test_seed_form_and_every_command_over_the_raw_socket(lab2, agents, tmp_path)
     assert ask(sock, {"cmd": "disable", "interface": "wan2"}) == {"ok": True, "interface": "wan2",
                                                                   "admin": "disabled", "state": "disabled"}
     assert ask(sock, {"cmd": "enable", "interface": "wan2"})["admin"] == "enabled"
-    assert ask(sock, {"cmd": "ifevent", "action": "ifupdate", "interface": "wan1", "device": "wan1"}) == {"ok": True}
+    assert ask(sock, {"cmd": "ifevent", "action": "ifupdate", "interface": "wan1", "device": "wan1"}) == \
+        {"ok": True, "interfaces": ["wan1"]}
     assert [(h["interface"], h["to"]) for h in ask(sock, {"cmd": "history", "limit": 2})["history"]] == \
         [("wan2", "disabled"), ("wan2", "online")]
 
@@ -281,11 +282,16 @@ def test_ifevent_from_the_shell_and_the_socket(lab2, agents, tmp_path):
     assert (result.returncode, result.stdout, result.stderr) == (0, "", "")
     assert agent.state("wan1") == "offline"
     assert via(lab2.http_histogram(6))["wan2"] == 6
-    assert ask(sock, {"cmd": "ifevent", "action": "ifup", "interface": "wan1", "device": None}) == {"ok": True}
+    assert ask(sock, {"cmd": "ifevent", "action": "ifup", "interface": "wan1", "device": None}) == \
+        {"ok": True, "interfaces": ["wan1"]}
     assert agent.state("wan1") == "online"
     assert via(lab2.http_histogram(8))["wan1"] == 6
-    bad = netpath(lab2, sock, "ifevent", "ifup", "wan9")
-    assert bad.returncode == 1 and "wan9" in bad.stderr
+    # hotplug reports every netifd interface: one NetPath does not manage is no error and changes nothing
+    unmanaged = netpath(lab2, sock, "ifevent", "ifdown", "wan9")
+    assert (unmanaged.returncode, unmanaged.stdout, unmanaged.stderr) == (0, "", "")
+    assert [agent.state(n) for n in ("wan1", "wan2")] == ["online", "online"]
+    bad = netpath(lab2, sock, "ifevent", "ifup", "wan9;x")  # no name netifd gives
+    assert bad.returncode == 1 and "wan9;x" in bad.stderr
     assert not ask(sock, {"cmd": "ifevent", "action": "reboot", "interface": "wan1"})["ok"]
 
 
@@ -744,7 +750,7 @@ INVALID_REQUESTS = [  # each must get {"ok": false, "error": ...}
     b'{"cmd": null}\n', b'{"cmd": ["status"]}\n', b'{"ok": true, "cmd": "status"}\n',
     b'{"cmd": "disable"}\n', b'{"cmd": "enable", "interface": "wan9"}\n',
     b'{"cmd": "disable", "interface": ""}\n', b'{"cmd": "disable", "interface": ["wan1"]}\n',
-    b'{"cmd": "enable", "interface": null}\n', b'{"cmd": "ifevent", "action": "ifdown", "interface": "nope"}\n',
+    b'{"cmd": "enable", "interface": null}\n', b'{"cmd": "ifevent", "action": "ifdown", "interface": "no pe"}\n',
     b'{"cmd": "ifevent", "action": "explode", "interface": "wan1"}\n', b'{"cmd": "history", "limit": -1}\n',
     b'{"cmd": "history", "limit": "all"}\n', b'{"cmd": "metrics", "format": "xml"}\n',
     b'{"cmd": "\xff\xfe"}\n', b'{"cmd": "status", "x": 1e999999}\n', b'[' * 30000 + b'\n',
