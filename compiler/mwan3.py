@@ -50,7 +50,9 @@ def convert_text(text: str, filename: str = "mwan3") -> Conversion:
 
 
 def convert_file(path) -> Conversion:
-    text = Path(path).read_bytes().decode("utf-8", "surrogateescape")
+    # A byte that is not UTF-8 becomes visible text (`\xff`): it reaches notes and the
+    # written config as such, never as an unencodable surrogate.
+    text = Path(path).read_bytes().decode("utf-8", "backslashreplace")
     return convert_text(text, str(path))
 
 

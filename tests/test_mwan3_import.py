@@ -604,3 +604,14 @@ def test_mwan3_edge_cases_keep_what_mwan3_did_and_say_so():
     assert rules["r1"]["proto"] == "2" and rules["r1"]["dest_ip"] == ["198.51.100.0/24", "203.0.113.0/24"]
     assert "r2" not in rules and any("rule 'r2': option 'family'" in n for n in notes)
     validate.validate(load.loads(mwan3.render(conv, "uci").encode(), "edges.uci", "uci"))
+
+
+def test_a_byte_that_is_not_utf8_is_reported_not_a_traceback(tmp_path):
+    source = tmp_path / "mwan3"
+    source.write_bytes(b"config interface 'wan'\n\toption enabled '1'\n\toption track_method 'p\xffng'\n"
+                       b"\tlist track_ip '192.0.2.1'\n")
+    proc = subprocess.run(NETPATH + ["import-mwan3", str(source), "-o", str(tmp_path / "netpath")],
+                          capture_output=True, text=True, timeout=RUN_TIMEOUT)
+    assert "Traceback" not in proc.stderr
+    assert proc.returncode == 0, proc.stderr
+    assert "p\\xffng" in proc.stderr  # the note quotes the value as it was
