@@ -154,14 +154,16 @@ class Agent:
     def _new_tracker(self, model, iface, link, alive: bool, taken_over: bool) -> Tracker:
         settings = settings_of(iface)
         link_up = bool(link and link.exists and link.up)
-        if taken_over and link_up:
+        if not is_tracked(iface):
+            # No round will ever run: its state comes from initial_state and the link alone,
+            # whatever the kernel shows (an OFFLINE taken over would stay for good).
+            health = hl.untracked(settings, link_up)
+        elif taken_over and link_up:
             health = (hl.Health(hl.Status.ONLINE, settings.full_score, reason="taken over from the kernel")
                       if alive else
                       hl.Health(hl.Status.OFFLINE, 0, reason="taken over from the kernel (not in use)"))
-        elif is_tracked(iface):
-            health = hl.initial(settings, link_up)
         else:
-            health = hl.untracked(settings, link_up)
+            health = hl.initial(settings, link_up)
         if iface.name in self.disabled:
             health = hl.on_admin(health, False, settings).health
         source = link.addresses[0] if link and link.addresses else None

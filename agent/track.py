@@ -44,6 +44,14 @@ def is_tracked(iface: Interface) -> bool:
     return hl.needs_tracking(iface.track.method, iface.track.targets)
 
 
+def _untracked_step(health: hl.Health, settings: hl.TrackSettings) -> hl.Step:
+    """From `health` to the state of an untracked interface with the same link."""
+    new = hl.untracked(settings, health.link_up)
+    was, now = hl.is_usable(health), hl.is_usable(new)
+    events = () if was == now else (hl.CONNECTED,) if now else (hl.DISCONNECTED,)
+    return hl.Step(new, events, settings.interval, was != now)
+
+
 class Tracker:
     """The health of one interface and the task that keeps it current.
 
@@ -83,12 +91,19 @@ class Tracker:
             await asyncio.gather(self.task, return_exceptions=True)
 
     def update(self, iface: Interface) -> None:
-        """New settings from a reloaded bundle; the state carries over (health.rebase)."""
+        """New settings from a reloaded bundle; the state carries over (health.rebase).
+
+        An interface that is no longer tracked takes the state of an untracked one (link and
+        initial_state) instead: no round would ever move it out of what tracking left. An
+        administrative disable stays."""
         self.iface = iface
         self.settings = settings_of(iface)
         self.health = hl.rebase(self.health, self.settings)
         known = set(iface.track.targets)
         self.results = {t: r for t, r in self.results.items() if t in known}
+        if not is_tracked(iface) and self.health.status is not hl.Status.DISABLED:
+            self._generation += 1  # a round still running measured what is no longer tracked
+            self._apply(_untracked_step(self.health, self.settings))
         self._wake.set()
 
     # -- the task ------------------------------------------------------------------------------

@@ -14,7 +14,10 @@ from pathlib import Path
 import pytest
 
 from netpath.agent import bundle as bundle_mod
-from netpath.agent.daemon import event_concerns
+from netpath.agent import health as hl
+from netpath.agent.apply import Link
+from netpath.agent.daemon import Agent, event_concerns
+from netpath.agent.track import Tracker, is_tracked
 
 REPO = Path(__file__).resolve().parents[2]
 NETPATH = str(Path(sys.executable).parent / "netpath")
@@ -52,3 +55,70 @@ def test_a_netifd_event_finds_interfaces_by_name_alias_logical_name_or_device(du
     assert concerned("lan", "br-lan") == []
     assert concerned("lan") == []
     assert concerned("_6") == []
+
+
+UNTRACKED = """
+[interfaces.wan]
+ifname = "eth0"
+gateway = "192.0.2.1"
+track = { method = "ping", targets = ["192.0.2.1"] }
+
+[interfaces.wanb]
+ifname = "eth1"
+gateway = "198.51.100.1"
+track = { method = "%s", targets = ["198.51.100.1"] }
+
+[members]
+wan_m = { interface = "wan", metric = 1 }
+wanb_m = { interface = "wanb", metric = 2 }
+
+[policies.failover]
+members = ["wan_m", "wanb_m"]
+mode = "failover"
+
+[[rules]]
+name = "everything"
+dest_ip = ["0.0.0.0/0"]
+policy = "failover"
+"""
+
+
+def compile_config(tmp_path, name: str, text: str) -> bundle_mod.Bundle:
+    config = tmp_path / f"{name}.toml"
+    config.write_text(text)
+    subprocess.run([NETPATH, "compile", str(config), "-o", str(tmp_path / name), "--no-check"], check=True,
+                   capture_output=True, timeout=120)
+    return bundle_mod.read(tmp_path / name)
+
+
+def test_an_untracked_interface_is_not_taken_over_as_offline(tmp_path):
+    """A restarted agent reads the kernel: wanb (method none) carried no traffic there while
+    wan was online. Taking that over as OFFLINE would keep wanb offline for good."""
+    b = compile_config(tmp_path, "untracked", UNTRACKED % "none")
+    agent = Agent(b.directory, hooks_dir=tmp_path / "no-hooks")
+    agent.bundle = b
+    wanb = b.model.interface("wanb")
+    assert wanb.track.initial_state == "online" and not is_tracked(wanb)
+    tracker = agent._new_tracker(b.model, wanb, Link("eth1", exists=True, up=True), alive=False, taken_over=True)
+    assert tracker.health.status is hl.Status.ONLINE and tracker.usable
+    down = agent._new_tracker(b.model, wanb, Link("eth1", exists=True, up=False), alive=False, taken_over=True)
+    assert down.health.status is hl.Status.OFFLINE and not down.health.link_up
+    wan = b.model.interface("wan")  # tracked: the kernel's state is taken over
+    taken = agent._new_tracker(b.model, wan, Link("eth0", exists=True, up=True), alive=False, taken_over=True)
+    assert taken.health.status is hl.Status.OFFLINE
+
+
+def test_a_reload_that_stops_tracking_an_offline_interface_brings_it_back(tmp_path):
+    tracked = compile_config(tmp_path, "tracked", UNTRACKED % "ping").model.interface("wanb")
+    untracked = compile_config(tmp_path, "untracked", UNTRACKED % "none").model.interface("wanb")
+    steps = []
+    tracker = Tracker(tracked, 0, hl.Health(hl.Status.OFFLINE, 0, reason="5 rounds failed"),
+                      lambda t, before, step, at: steps.append(step))
+    tracker.update(untracked)
+    assert tracker.health.status is hl.Status.ONLINE
+    assert [(s.events, s.changed) for s in steps] == [((hl.CONNECTED,), True)]
+
+    disabled = Tracker(tracked, 0, hl.Health(hl.Status.DISABLED, 0, reason="disabled by administrator"),
+                       lambda *args: None)
+    disabled.update(untracked)
+    assert disabled.health.status is hl.Status.DISABLED
