@@ -52,7 +52,7 @@ def test_logical_names_map_to_netifd_devices(tmp_path):
     assert 'iifname "pppoe-wan"' in ruleset  # wan.json: l3_device pppoe-wan
     assert "OpenWrt interface 'wan' is device 'pppoe-wan'" in proc.stderr
     assert 'iifname "wan"' not in ruleset
-    assert 'iifname "lo"' in ruleset  # a real device is never looked up
+    assert 'iifname "lo"' in ruleset  # a name netifd does not know stays as written
     batch = (tmp_path / "bundle" / "routes" / "wan.batch").read_text()
     assert "oif pppoe-wan" in batch
 
@@ -72,3 +72,22 @@ def test_family_alias_preferred(family, expected, monkeypatch):
     from netpath.agent import ubus
 
     assert ubus.logical_to_device("lte", family=family) == expected
+
+
+def test_netifd_wins_over_a_device_of_the_same_name(tmp_path):
+    """On DSA routers the WAN port is a device called `wan` and the logical `wan` may be
+    `pppoe-wan`: the logical interface is what an OpenWrt config means."""
+    fake = tmp_path / "ubus_bin"
+    (fake / "status").mkdir(parents=True)
+    (fake / "ubus").write_bytes((FAKE_UBUS / "ubus").read_bytes())
+    (fake / "ubus").chmod(0o755)
+    (fake / "status" / "lo.json").write_text('{"up": true, "l3_device": "pppoe-wan", "device": "lo"}')
+    assert Path("/sys/class/net/lo").exists()
+    config = tmp_path / "netpath"
+    config.write_text(CONFIG)
+    env = dict(os.environ, PATH=f"{fake}:/usr/sbin:/usr/bin:/sbin:/bin")
+    proc = subprocess.run(NETPATH + ["compile", str(config), "-o", str(tmp_path / "bundle"), "--no-check"],
+                          capture_output=True, text=True, env=env, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    ruleset = (tmp_path / "bundle" / "ruleset.nft").read_text()
+    assert 'iifname "pppoe-wan"' in ruleset and 'iifname "lo"' not in ruleset
