@@ -5,8 +5,8 @@ that no longer carries anything. Deleting the entries that carry the dead WAN's 
 the next packet of each flow be decided again (onto a live WAN); flows of the other WANs
 are not touched. mwan3 flushes the whole table instead.
 
-`conntrack -D --mark M/MASK` (conntrack-tools), once per address family, as argv with a
-timeout, in a child process: the event loop is never blocked.
+`conntrack -D -f FAMILY --mark M/MASK` (conntrack-tools) for the WAN's address family, as
+argv with a timeout, in a child process: the event loop is never blocked.
 """
 
 from __future__ import annotations
@@ -47,10 +47,12 @@ async def _delete(argv: list, timeout: float) -> int:
     return 0
 
 
-async def flush_mark(mark: int, mask: int, timeout: float = CONNTRACK_TIMEOUT) -> int:
-    """Delete the IPv4 and IPv6 entries whose mark & mask == mark; returns how many."""
+async def flush_mark(mark: int, mask: int, family: "str | None" = None,
+                     timeout: float = CONNTRACK_TIMEOUT) -> int:
+    """Delete the entries of `family` ("ipv4"/"ipv6"; None: both) whose mark & mask == mark;
+    returns how many."""
     deleted = 0
-    for family in ("ipv4", "ipv6"):
-        deleted += await _delete(["conntrack", "-D", "-f", family, "--mark", f"{mark}/{mask}"],
+    for name in (family,) if family else ("ipv4", "ipv6"):
+        deleted += await _delete(["conntrack", "-D", "-f", name, "--mark", f"{mark}/{mask}"],
                                  timeout)
     return deleted

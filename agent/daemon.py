@@ -284,19 +284,22 @@ class Agent:
     async def _flush_conntrack(self, tracker: Tracker, event: str) -> None:
         iface = tracker.iface
         if event in DOWN_EVENTS and not self._others_alive(iface):
-            log.info("%s: %s: conntrack kept (no other member of its policies is alive)", iface.name, event)
+            log.info("%s: %s: conntrack kept (no other %s member of its policies is alive)", iface.name, event,
+                     iface.family)
             return
         try:
-            deleted = await conntrack.flush_mark(iface.mark, self.model.mask)
+            deleted = await conntrack.flush_mark(iface.mark, self.model.mask, iface.family)
         except conntrack.ConntrackError as exc:
             log.error("%s: %s: %s", iface.name, event, exc)
             return
         log.info("%s: %s: deleted %d conntrack entries with mark 0x%08x", iface.name, event, deleted, iface.mark)
 
     def _others_alive(self, iface) -> bool:
+        """Whether a flow of `iface` has somewhere to go: another alive member of its family
+        (an IPv4 flow cannot move to an IPv6 uplink) in one of its policies."""
         alive = self.alive() - {iface.name}
         for policy in self.model.policies:
-            names = {m.interface for m in policy.members}
+            names = {m.interface for m in policy.members if m.family == iface.family}
             if iface.name in names and names & alive:
                 return True
         return False

@@ -105,6 +105,34 @@ def test_conntrack_flush_deletes_only_the_marked_flows():
     assert "192.0.2.1" not in result["left"] and "192.0.2.2" not in result["left"]
 
 
+FLUSH_FAMILY = textwrap.dedent("""
+    import asyncio, json, subprocess
+    from netpath.agent import conntrack
+    def add(src, dst, mark):
+        subprocess.run(["conntrack", "-I", "-p", "udp", "-s", src, "-d", dst, "--sport", "1000",
+                        "--dport", "53", "--timeout", "100", "--mark", str(mark)], check=True, capture_output=True)
+    add("192.0.2.1", "203.0.113.10", 0x100)
+    add("2001:db8::1", "2001:db8:1::10", 0x100)
+    deleted = asyncio.run(conntrack.flush_mark(0x100, 0x3f00, "ipv4"))
+    left = subprocess.run(["conntrack", "-L", "-f", "ipv6"], capture_output=True, text=True).stdout
+    left4 = subprocess.run(["conntrack", "-L", "-f", "ipv4"], capture_output=True, text=True).stdout
+    print(json.dumps({"deleted": deleted, "left": left + left4}))
+""")
+
+
+@pytest.mark.lab
+def test_conntrack_flush_of_one_family_leaves_the_other():
+    """An IPv4 WAN's flush must not take the IPv6 flows that share its mark."""
+    if os.geteuid() != 0 or not shutil.which("conntrack") or not shutil.which("unshare"):
+        pytest.skip("needs root, conntrack and unshare")
+    proc = subprocess.run(["unshare", "-n", sys.executable, "-c", FLUSH_FAMILY], capture_output=True, text=True,
+                          timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads(proc.stdout)
+    assert result["deleted"] == 1
+    assert "2001:db8::1" in result["left"] and "192.0.2.1" not in result["left"]
+
+
 def test_the_agent_never_imports_the_compiler_stack_or_unused_probe_libraries():
     code = textwrap.dedent("""
         import sys, json

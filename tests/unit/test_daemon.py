@@ -122,3 +122,22 @@ def test_a_reload_that_stops_tracking_an_offline_interface_brings_it_back(tmp_pa
                        lambda *args: None)
     disabled.update(untracked)
     assert disabled.health.status is hl.Status.DISABLED
+
+
+def test_a_conntrack_flush_needs_another_alive_member_of_the_same_family(dual_stack):
+    """wan (IPv4) goes down while only IPv6 members are alive: its IPv4 flows have nowhere to
+    go, so they are kept (an alive IPv6 member is no way out for them)."""
+    agent = Agent(dual_stack.directory)
+    agent.bundle = dual_stack
+    model = dual_stack.model
+
+    def set_alive(*names):
+        agent.trackers = {i.name: Tracker(i, 0, hl.Health(hl.Status.ONLINE if i.name in names else hl.Status.OFFLINE,
+                                                          0), lambda *args: None) for i in model.interfaces}
+
+    set_alive("wan6", "wanb6")
+    assert not agent._others_alive(model.interface("wan"))
+    assert agent._others_alive(model.interface("wan6"))  # wanb6 takes its flows
+    set_alive("wanb")
+    assert agent._others_alive(model.interface("wan"))
+    assert not agent._others_alive(model.interface("wanb"))
