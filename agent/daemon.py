@@ -74,6 +74,7 @@ class Agent:
         self.stopping = asyncio.Event()
         self._background: set = set()
         self._pending_resync: dict = {}  # interface -> timer handle
+        self._sync_retry: "asyncio.TimerHandle | None" = None  # after a refused state transaction
         self._event_locks: dict = {}  # interface -> lock keeping its conntrack flushes and hooks in order
 
     # -- life cycle ----------------------------------------------------------------------------
@@ -198,6 +199,9 @@ class Agent:
         return 0
 
     async def shutdown(self) -> None:
+        if self._sync_retry is not None:
+            self._sync_retry.cancel()
+            self._sync_retry = None
         for tracker in self.trackers.values():
             await tracker.stop()
         if self.monitor:
@@ -246,7 +250,12 @@ class Agent:
             self._spawn(self._after_change(tracker, step.events, decided_at), f"change-{tracker.name}")
 
     async def _after_change(self, tracker: Tracker, events: tuple, decided_at: float) -> None:
-        await self.sync(decided_at)
+        if not await self.sync(decided_at):
+            # The kernel still routes as before: a flush would cut flows that have nowhere
+            # else to go yet, and hooks would announce a change that did not happen.
+            log.warning("%s: %s: skipped the conntrack flush and hooks, the kernel refused the state",
+                        tracker.name, ", ".join(events) or "change")
+            return
         # Taken right after the (FIFO) kernel lock: an interface's events keep their order
         # even while a conntrack flush of an earlier change is still running.
         async with self._event_locks.setdefault(tracker.name, asyncio.Lock()):
@@ -257,18 +266,18 @@ class Agent:
                 self.hooks.submit(event, iface.name, iface.device)
 
     async def sync(self, decided_at: "float | None" = None) -> bool:
-        """Bring the kernel's variants in line with the current health. True if it loaded any."""
+        """Bring the kernel's variants in line with the current health. True when the kernel
+        holds the variants of the current health (loaded now or already)."""
         async with self.kernel_lock:
             wanted = apply_mod.masks_for(self.model, self.alive())
             if wanted == self.loaded_masks:
-                return False
+                return True
             text = swap.transaction(self.bundle, self.loaded_masks, wanted)
             try:
                 seconds = await swap.load(self.nft, text)
             except NftError as exc:
                 log.error("the kernel refused the state transaction (%s); retrying in %g s", exc, SWAP_RETRY)
-                loop = asyncio.get_running_loop()
-                loop.call_later(SWAP_RETRY, lambda: self._spawn(self.sync(), "sync-retry"))
+                self._retry_sync_later()
                 return False
             committed = time.perf_counter()
             changed = swap.changed_policies(self.loaded_masks, wanted)
@@ -280,6 +289,15 @@ class Agent:
             log.info("state swap: %s in %.2f ms", ", ".join(f"{p}={wanted[p] or '-'}" for p in changed),
                      seconds * 1000)
             return True
+
+    def _retry_sync_later(self) -> None:
+        """One pending retry at a time, however many transactions were refused meanwhile."""
+        if self._sync_retry is None and not self.stopping.is_set():
+            self._sync_retry = asyncio.get_running_loop().call_later(SWAP_RETRY, self._retry_sync)
+
+    def _retry_sync(self) -> None:
+        self._sync_retry = None
+        self._spawn(self.sync(), "sync-retry")
 
     async def _flush_conntrack(self, tracker: Tracker, event: str) -> None:
         iface = tracker.iface

@@ -32,14 +32,16 @@ class Nft:
     def backend(self) -> str:
         return "libnftables" if self._ctx is not None else "nft"
 
-    def load(self, text: str) -> None:
-        """Apply `text` as one transaction or raise NftError with nft's message."""
+    def load(self, text: str, diagnose: bool = True) -> None:
+        """Apply `text` as one transaction or raise NftError with nft's message.
+
+        diagnose=False: with libnftables, raise its own message at once; the caller runs
+        `diagnose()` where a child process may block (the agent: in a worker thread)."""
         if self._ctx is not None:
             rc, _out, err = self._ctx.cmd(text)
             if rc != 0:
-                # libnftables places kernel-side errors on the wrong line of a buffer; the
-                # nft binary in check mode (changes nothing) names the exact line.
-                raise NftError(self._check_detail(text) or err.strip() or f"libnftables returned {rc}")
+                message = err.strip() or f"libnftables returned {rc}"
+                raise NftError(self.diagnose(text, message) if diagnose else message)
             return
         try:
             proc = subprocess.run(["nft", "-f", "-"], input=text, capture_output=True, text=True,
@@ -50,6 +52,15 @@ class Nft:
             raise NftError(f"nft did not finish within {NFT_TIMEOUT} s") from None
         if proc.returncode != 0:
             raise NftError(proc.stderr.strip() or f"nft exited with {proc.returncode}")
+
+    def diagnose(self, text: str, message: str) -> str:
+        """The best account of why `text` was refused, given the loader's `message`.
+
+        libnftables places kernel-side errors on the wrong line of a buffer; the nft binary
+        in check mode (changes nothing) names the exact line. Runs a process: blocks."""
+        if self._ctx is None:
+            return message
+        return self._check_detail(text) or message
 
     @staticmethod
     def _check_detail(text: str) -> str:

@@ -20,6 +20,7 @@ import time
 
 from .apply import bypass_lines, masks_for
 from .model import Model
+from .nft import NftError
 
 _FLUSH_CHAIN = re.compile(r"^flush chain inet (\S+) (\S+)\s*$")
 _ADD_RULE = re.compile(r"^add rule inet (\S+) (\S+) ")
@@ -40,10 +41,14 @@ async def load(nft, text: str) -> float:
     """Load `text` as one transaction; returns the seconds it took.
 
     libnftables answers in well under a millisecond, so it runs on the loop thread (no
-    thread hop in the failover path); `nft -f -` is a process and runs in a worker thread."""
+    thread hop in the failover path); `nft -f -` is a process and runs in a worker thread,
+    as does the diagnosis of a refusal (`nft -c`)."""
     started = time.perf_counter()
     if nft.backend == "libnftables":
-        nft.load(text)
+        try:
+            nft.load(text, diagnose=False)
+        except NftError as exc:
+            raise NftError(await asyncio.to_thread(nft.diagnose, text, str(exc))) from None
     else:
         await asyncio.to_thread(nft.load, text)
     return time.perf_counter() - started
