@@ -225,8 +225,9 @@ def test_start_registers_reload_and_interface_triggers(router):
     calls = router.calls()
     assert ["procd_add_reload_trigger", "netpath"] in calls
     watched = {c[2] for c in named(calls, "procd_add_interface_trigger")}
-    # Enabled sections by name and by ifname; the disabled 'spare' is not watched.
-    assert watched == {"wan", "eth0", "wanb", "wwan"}
+    # The enabled sections' ifnames (only they can be logical interfaces the compiler
+    # maps to devices); the disabled 'spare' is not watched.
+    assert watched == {"eth0", "wwan"}
     for call in named(calls, "procd_add_interface_trigger"):
         assert call[1] == "interface.*"
         assert call[3:] == ["/etc/init.d/netpath", "reload"]
@@ -301,6 +302,18 @@ def test_reload_recompiles_and_sends_hup_without_a_new_instance(running_router):
     # procd keeps the running agent (definition unchanged) and only signals it.
     assert procd_events(calls) == [("keep", "agent"), ("signal", "agent", "HUP")]
     assert len([c for c in calls if c[:2] == ["netpath", "compile"]]) == 1
+
+
+def test_reload_that_changes_nothing_does_not_signal_the_agent(running_router):
+    router = running_router
+    old_manifest = (router.bundle / "manifest.json").read_bytes()
+    done = router.init("reload")
+    assert done.returncode == 0, done.stderr
+    calls = router.calls()
+    assert ["netpath-exit", "compile", "0"] in calls
+    assert (router.bundle / "manifest.json").read_bytes() == old_manifest
+    assert ["procd_send_signal", "netpath", "agent", "HUP"] not in calls
+    assert procd_events(calls) == [("keep", "agent")]
 
 
 def test_reload_with_a_broken_config_logs_why_and_keeps_everything(running_router, tmp_path):
