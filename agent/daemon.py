@@ -17,6 +17,7 @@ import asyncio
 import gc
 import logging
 import signal
+import subprocess
 import time
 from collections import deque
 
@@ -34,6 +35,12 @@ HISTORY_LENGTH = 200
 ADDRESS_SETTLE = 0.2  # seconds: a DHCP renew sends a burst of address/route events
 SWAP_RETRY = 5.0  # seconds before a rejected state transaction is tried again
 DOWN_EVENTS = (hl.DISCONNECTED, hl.IFDOWN)
+
+
+def _log_failure(task: asyncio.Task) -> None:
+    """Done-callback of the agent's own tasks: an exception nobody awaits is logged."""
+    if not task.cancelled() and task.exception() is not None:
+        log.error("%s failed: %r", task.get_name(), task.exception(), exc_info=task.exception())
 
 
 def event_concerns(iface, interface: str, device: "str | None") -> bool:
@@ -73,6 +80,7 @@ class Agent:
         self.metrics_server = None
         self.stopping = asyncio.Event()
         self._background: set = set()
+        self._reloads: set = set()  # reload tasks: they run to their end whoever waits on them
         self._pending_resync: dict = {}  # interface -> timer handle
         self._sync_retry: "asyncio.TimerHandle | None" = None  # after a refused state transaction
         self._event_locks: dict = {}  # interface -> lock keeping its conntrack flushes and hooks in order
@@ -199,6 +207,8 @@ class Agent:
         return 0
 
     async def shutdown(self) -> None:
+        # A reload half done would leave the kernel on one bundle and the agent on another.
+        await asyncio.gather(*self._reloads, return_exceptions=True)
         if self._sync_retry is not None:
             self._sync_retry.cancel()
             self._sync_retry = None
@@ -228,6 +238,7 @@ class Agent:
         task = asyncio.create_task(coro, name=name)
         self._background.add(task)
         task.add_done_callback(self._background.discard)
+        task.add_done_callback(_log_failure)
         return task
 
     # -- state changes ---------------------------------------------------------------------------
@@ -354,6 +365,14 @@ class Agent:
         """Re-read one WAN's addresses and gateway; re-run apply's rule/route sync when they
         changed (DHCP renew, PPPoE reconnect). True when something was changed."""
         self._pending_resync.pop(name, None)
+        try:
+            return await self._resync(name)
+        except (apply_mod.ApplyError, NftError, OSError, subprocess.SubprocessError, ValueError) as exc:
+            log.error("%s: could not update its routing to the link's addresses (tried again on the next "
+                      "link or address change): %s", name, exc)
+            return False
+
+    async def _resync(self, name: str) -> bool:
         tracker = self.trackers.get(name)
         if tracker is None:
             return False
@@ -426,7 +445,21 @@ class Agent:
 
         The new ruleset goes in with the variants of the current health, in one transaction:
         interfaces that stay keep their state (their flows keep their marks), removed ones
-        lose their routes and rules, new ones start from initial_state."""
+        lose their routes and rules, new ones start from initial_state.
+
+        The reload runs to its end even when the caller stops waiting (a request's time
+        limit, a client cancelled at shutdown): stopped halfway, the kernel could hold the
+        new bundle while the agent still tracks and swaps the old one."""
+        task = asyncio.ensure_future(self._reload())
+        self._reloads.add(task)
+        task.add_done_callback(self._reloads.discard)
+        try:
+            return await asyncio.shield(task)
+        except asyncio.CancelledError:
+            task.add_done_callback(_log_failure)  # nobody is left to hear how it ended
+            raise
+
+    async def _reload(self) -> bool:
         async with self.reload_lock:
             new = await asyncio.to_thread(bundle_mod.read, self.bundle_dir)
             changed = new.digest != self.bundle.digest
