@@ -102,6 +102,24 @@ function bitCount(n) {
 	return count;
 }
 
+/* The value an option has in the form right now, else in the config, else `fallback`. */
+function fieldValue(section, section_id, option, fallback) {
+	let value = section.formvalue(section_id, option);
+
+	if (value == null || value === '' || (Array.isArray(value) && !value.length))
+		value = section.cfgvalue(section_id, option);
+
+	return (value == null || value === '') ? fallback : value;
+}
+
+/* A UCI list, or an option holding words (the compiler splits such an option on spaces). */
+function listOf(value) {
+	if (Array.isArray(value))
+		return value;
+
+	return String(value || '').split(/\s+/).filter((v) => v);
+}
+
 /*
  * A grid of named sections of one UCI type (interface, member, policy, rule) whose "Add"
  * refuses a name the compiler would refuse, instead of saving it and failing at reload.
@@ -127,6 +145,8 @@ function namedGrid(map, type, title, addTitle, message) {
 return baseclass.extend({
 	NAME_RE: NAME_RE,
 	namedGrid: namedGrid,
+	fieldValue: fieldValue,
+	listOf: listOf,
 	TRACK_METHODS: [ 'ping', 'httping', 'dns', 'arping', 'none' ],
 	FLUSH_EVENTS: [ 'ifup', 'ifdown', 'connected', 'disconnected' ],
 	LOG_LEVELS: [ 'emerg', 'alert', 'crit', 'err', 'warn', 'notice', 'info', 'debug' ],

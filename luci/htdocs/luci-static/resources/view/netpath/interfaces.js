@@ -2,7 +2,6 @@
 'require view';
 'require form';
 'require uci';
-'require ui';
 'require netpath.schema as schema';
 
 /*
@@ -12,23 +11,12 @@
  * out of the file, so the compiler's defaults apply.
  */
 
-/* The value an option has in the form right now, else in the config, else its default. */
-function fieldValue(section, section_id, option, fallback) {
-	let value = section.formvalue(section_id, option);
-
-	if (value == null || value === '')
-		value = section.cfgvalue(section_id, option);
-
-	return (value == null || value === '') ? fallback : value;
-}
-
 function otherSections(type, section_id) {
 	return uci.sections('netpath', type).filter((s) => s['.name'] != section_id);
 }
 
 function targetsOf(section, section_id) {
-	const value = fieldValue(section, section_id, 'track_targets', []);
-	return Array.isArray(value) ? value : String(value).split(/\s+/).filter((t) => t);
+	return schema.listOf(schema.fieldValue(section, section_id, 'track_targets', []));
 }
 
 return view.extend({
@@ -100,7 +88,7 @@ return view.extend({
 			if (valid !== true)
 				return valid;
 
-			const family = fieldValue(this.section, section_id, 'family', 'ipv4');
+			const family = schema.fieldValue(this.section, section_id, 'family', 'ipv4');
 			const twin = otherSections('interface', section_id).filter((other) =>
 				other.ifname == value && (other.family || 'ipv4') == family)[0];
 
@@ -119,7 +107,7 @@ return view.extend({
 			if (!value)
 				return true;
 
-			return schema.addressOf(fieldValue(this.section, section_id, 'family', 'ipv4'))(value);
+			return schema.addressOf(schema.fieldValue(this.section, section_id, 'family', 'ipv4'))(value);
 		};
 
 		o = s.taboption('general', form.Flag, 'masquerade', _('Masquerade'),
@@ -166,8 +154,8 @@ return view.extend({
 			if (valid !== true)
 				return valid;
 
-			const method = fieldValue(this.section, section_id, 'track_method', 'ping');
-			const family = fieldValue(this.section, section_id, 'family', 'ipv4');
+			const method = schema.fieldValue(this.section, section_id, 'track_method', 'ping');
+			const family = schema.fieldValue(this.section, section_id, 'family', 'ipv4');
 			const ipFamily = schema.family(value.trim());
 
 			if (!ipFamily && method != 'httping')
@@ -279,7 +267,7 @@ return view.extend({
 					return valid;
 
 				const defaults = { failure_latency: 1000, failure_loss: 40 };
-				const limit = +fieldValue(this.section, section_id, above, defaults[above]);
+				const limit = +schema.fieldValue(this.section, section_id, above, defaults[above]);
 
 				return (+value <= limit) ? true : _('at most %s (recovery must be the stricter level)').format(String(limit));
 			};

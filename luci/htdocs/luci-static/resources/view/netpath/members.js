@@ -2,7 +2,6 @@
 'require view';
 'require form';
 'require uci';
-'require ui';
 'require netpath.schema as schema';
 
 /*

@@ -2,7 +2,6 @@
 'require view';
 'require form';
 'require uci';
-'require ui';
 'require netpath.schema as schema';
 
 /*
@@ -47,7 +46,7 @@ return view.extend({
 		});
 		o.rmempty = false;
 		o.validate = function(section_id, value) {
-			const names = Array.isArray(value) ? value : String(value || '').split(/\s+/).filter((n) => n);
+			const names = schema.listOf(value);
 			const seen = {};
 
 			if (!names.length)

@@ -2,29 +2,12 @@
 'require view';
 'require form';
 'require uci';
-'require ui';
 'require netpath.schema as schema';
 
 /*
  * `rule` sections, in order: the first rule a connection matches sends it to a policy
  * (or to unreachable, blackhole or the main table). Drag rows to reorder them.
  */
-
-function fieldValue(section, section_id, option, fallback) {
-	let value = section.formvalue(section_id, option);
-
-	if (value == null || value === '' || (Array.isArray(value) && !value.length))
-		value = section.cfgvalue(section_id, option);
-
-	return (value == null || value === '') ? fallback : value;
-}
-
-function listOf(value) {
-	if (Array.isArray(value))
-		return value;
-
-	return String(value || '').split(/\s+/).filter((v) => v);
-}
 
 function addressFamily(prefix) {
 	return schema.family(String(prefix).trim().split('/')[0]);
@@ -65,7 +48,7 @@ return view.extend({
 				return true;
 
 			const valid = schema.proto(value);
-			const family = fieldValue(this.section, section_id, 'family', 'any');
+			const family = schema.fieldValue(this.section, section_id, 'family', 'any');
 			const proto = value.trim().toLowerCase();
 
 			if (valid !== true)
@@ -86,10 +69,10 @@ return view.extend({
 			if (valid !== true)
 				return valid;
 
-			const family = fieldValue(this.section, section_id, 'family', 'any');
+			const family = schema.fieldValue(this.section, section_id, 'family', 'any');
 			const mine = addressFamily(value);
-			const others = listOf(fieldValue(this.section, section_id, 'src_ip', []))
-				.concat(listOf(fieldValue(this.section, section_id, 'dest_ip', [])))
+			const others = schema.listOf(schema.fieldValue(this.section, section_id, 'src_ip', []))
+				.concat(schema.listOf(schema.fieldValue(this.section, section_id, 'dest_ip', [])))
 				.map(addressFamily).filter((f) => f && f != mine);
 
 			if (family != 'any' && mine != family)
@@ -110,7 +93,7 @@ return view.extend({
 				return true;
 
 			const valid = schema.ports(value);
-			const proto = String(fieldValue(this.section, section_id, 'proto', 'all')).trim().toLowerCase();
+			const proto = String(schema.fieldValue(this.section, section_id, 'proto', 'all')).trim().toLowerCase();
 
 			if (valid !== true)
 				return valid;
@@ -152,7 +135,7 @@ return view.extend({
 		o.value('default', _('default (main routing table)'));
 		o.rmempty = false;
 		o.validate = function(section_id, value) {
-			const sticky = fieldValue(this.section, section_id, 'sticky', '0');
+			const sticky = schema.fieldValue(this.section, section_id, 'sticky', '0');
 
 			if (sticky == '1' && schema.SPECIAL_TARGETS.indexOf(value) != -1)
 				return _('sticky needs a policy to stick to, not %s').format(value);
