@@ -116,10 +116,12 @@ class Tracker:
                 sleep = self.settings.interval
                 continue
             generation = self._generation
-            results = await self.round()
+            raw = await self.round()
             if generation != self._generation:
                 sleep = 0.0  # the link or admin state changed meanwhile: probe afresh
-                continue
+                continue  # and the stale round stays out of the figures too
+            self._record(raw)
+            results = [hl.TargetResult(r.target, r.sent, r.received, r.latency_ms, r.error) for r in raw]
             step = hl.on_round(self.health, results, self.settings)
             self._apply(step)
             sleep = step.sleep
@@ -142,7 +144,7 @@ class Tracker:
             fwmark=self.fwmark) for target in t.targets]
 
     async def round(self) -> list:
-        """Probe all targets concurrently; one health.TargetResult per target, in order."""
+        """Probe all targets concurrently; one probes.ProbeResult per target, in order."""
         specs = self.specs()
         limit = max(s.timeout for s in specs) + ROUND_GRACE
         tasks = [asyncio.ensure_future(probes.probe(s)) for s in specs]
@@ -158,10 +160,13 @@ class Tracker:
             else:
                 error = "timeout" if task in pending else f"probe failed: {task.exception()!r}"
                 raw.append(probes.ProbeResult(spec.target, spec.count, 0, (), error))
+        return raw
+
+    def _record(self, raw: list) -> None:
+        """A round that counts: into the figures of `interfaces` and `metrics`."""
         self.rounds += 1
         self.window.append(raw)
         self.results = {r.target: r for r in raw}
-        return [hl.TargetResult(r.target, r.sent, r.received, r.latency_ms, r.error) for r in raw]
 
     # -- facts from outside -------------------------------------------------------------------
 

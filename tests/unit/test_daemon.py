@@ -6,8 +6,12 @@ not started (no probe is sent)."""
 
 from __future__ import annotations
 
+import json
+import os
+import shutil
 import subprocess
 import sys
+import textwrap
 from dataclasses import replace
 from pathlib import Path
 
@@ -141,3 +145,42 @@ def test_a_conntrack_flush_needs_another_alive_member_of_the_same_family(dual_st
     set_alive("wanb")
     assert agent._others_alive(model.interface("wan"))
     assert not agent._others_alive(model.interface("wanb"))
+
+
+DISCARDED_ROUND = textwrap.dedent("""
+    import asyncio, json, subprocess, sys
+    from dataclasses import replace
+    from netpath.agent import bundle as bundle_mod, health as hl
+    from netpath.agent.track import Tracker
+    subprocess.run(["ip", "link", "set", "lo", "up"], check=True)
+    subprocess.run(["sysctl", "-qw", "net.ipv4.icmp_echo_ignore_all=1"], check=True)  # no echo replies
+    iface = bundle_mod.read(sys.argv[1]).model.interface("wan")
+    iface = replace(iface, device="lo", track=replace(iface.track, method="ping", targets=("127.0.0.1",),
+                                                      count=1, timeout=1.0, interval=30.0))
+
+    async def main():
+        tracker = Tracker(iface, 0, hl.Health(hl.Status.ONLINE, 10), lambda *args: None)
+        tracker.start()
+        await asyncio.sleep(0.3)  # the first round is waiting for a reply that never comes
+        tracker.link_changed(False)
+        await asyncio.sleep(2.5)  # beyond the round's time limit: it ended, and was discarded
+        await tracker.stop()
+        print(json.dumps({"rounds": tracker.rounds, "window": len(tracker.window),
+                          "results": sorted(tracker.results), "figures": tracker.figures()}))
+
+    asyncio.run(main())
+""")
+
+
+@pytest.mark.lab
+def test_a_round_discarded_by_a_link_change_leaves_the_figures_alone(dual_stack):
+    """The link went down while a round waited: the round is stale, and its 100 % loss must
+    not reach `interfaces`/`metrics` either."""
+    if os.geteuid() != 0 or shutil.which("unshare") is None:
+        pytest.skip("needs root and unshare")
+    proc = subprocess.run(["unshare", "-n", sys.executable, "-c", DISCARDED_ROUND, str(dual_stack.directory)],
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads(proc.stdout)
+    assert (result["rounds"], result["window"], result["results"]) == (0, 0, [])
+    assert result["figures"]["loss_pct"] is None
