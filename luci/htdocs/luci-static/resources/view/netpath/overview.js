@@ -18,12 +18,6 @@ const callStatus = rpc.declare({
 	expect: { '': {} }
 });
 
-const callInterfaces = rpc.declare({
-	object: 'luci.netpath',
-	method: 'interfaces',
-	expect: { '': {} }
-});
-
 const callHistory = rpc.declare({
 	object: 'luci.netpath',
 	method: 'history',
@@ -200,12 +194,16 @@ function renderChart(title, series, format) {
 return view.extend({
 	samples: {},
 
-	load() {
+	/* One status call carries the uplinks and the policies; the history is separate. */
+	fetch() {
 		return Promise.all([
 			L.resolveDefault(callStatus(), {}),
-			L.resolveDefault(callInterfaces(), {}),
 			L.resolveDefault(callHistory(HISTORY_ROWS), {})
 		]);
+	},
+
+	load() {
+		return this.fetch();
 	},
 
 	/* Remember this poll's counters and latency, to chart them and derive rates. */
@@ -341,12 +339,12 @@ return view.extend({
 		]))));
 	},
 
-	update(status, interfaces, history) {
+	update(status, history) {
 		const now = Date.now() / 1000;
 		const { banner, uplinks, policies, events } = this.nodes;
 
-		if (!interfaces.ok) {
-			const message = interfaces.error || status.error || _('The NetPath agent did not answer.');
+		if (!status.ok) {
+			const message = status.error || _('The NetPath agent did not answer.');
 
 			dom.content(banner, E('div', { 'class': 'alert-message warning' }, [
 				E('strong', {}, [ _('NetPath is not running.') ]), ' ', message
@@ -357,25 +355,21 @@ return view.extend({
 			return;
 		}
 
-		dom.content(banner, status.ok ? E('div', { 'class': 'netpath-bundle' }, [
+		dom.content(banner, E('div', { 'class': 'netpath-bundle' }, [
 			_('Agent %s, up %s, bundle %s').format(status.version, formatDuration(status.uptime),
 				(status.bundle && status.bundle.digest || '').substring(0, 12))
-		]) : '');
+		]));
 
-		dom.content(uplinks, interfaces.interfaces.length
-			? interfaces.interfaces.map((iface) => this.renderUplink(iface, this.addSample(iface, now)))
+		dom.content(uplinks, status.interfaces.length
+			? status.interfaces.map((iface) => this.renderUplink(iface, this.addSample(iface, now)))
 			: E('em', {}, [ _('No interfaces are configured.') ]));
 
-		dom.content(policies, this.renderPolicies(status.ok ? status.policies : []));
+		dom.content(policies, this.renderPolicies(status.policies));
 		dom.content(events, this.renderHistory(history.ok ? history.history : []));
 	},
 
 	refresh() {
-		return Promise.all([
-			L.resolveDefault(callStatus(), {}),
-			L.resolveDefault(callInterfaces(), {}),
-			L.resolveDefault(callHistory(HISTORY_ROWS), {})
-		]).then((data) => this.update(data[0], data[1], data[2]));
+		return this.fetch().then((data) => this.update(data[0], data[1]));
 	},
 
 	render(data) {
@@ -386,7 +380,7 @@ return view.extend({
 			events: E('div', { 'id': 'netpath-history' })
 		};
 
-		this.update(data[0], data[1], data[2]);
+		this.update(data[0], data[1]);
 		poll.add(L.bind(this.refresh, this));
 
 		return E('div', { 'class': 'cbi-map', 'id': 'netpath-overview' }, [
