@@ -95,6 +95,11 @@ def _device_exists(device: str) -> bool:
     return Path("/sys/class/net", device).exists()
 
 
+def read_links(model: Model) -> dict:
+    """interface name -> Link, for the enabled interfaces."""
+    return {i.name: read_link(i) for i in model.interfaces if i.enabled}
+
+
 # --- policy routing --------------------------------------------------------------------------
 
 
@@ -311,7 +316,7 @@ def apply(b: bundle_mod.Bundle, alive: "set | None" = None, nft: "Nft | None" = 
     The nft transaction goes first: if the kernel rejects it, nothing else changed."""
     model = b.model
     nft = nft or Nft()
-    links = links if links is not None else {i.name: read_link(i) for i in model.interfaces if i.enabled}
+    links = links if links is not None else read_links(model)
     if alive is None:
         alive = initial_alive(model, links)
     masks = masks_for(model, alive)
@@ -328,9 +333,13 @@ def apply(b: bundle_mod.Bundle, alive: "set | None" = None, nft: "Nft | None" = 
             nft.load(f"delete table inet {model.table}\n" + transaction(b, masks, links, {}))
         except NftError as second:
             raise ApplyError(explain_rejection(str(second), text)) from None
-    rule_changes = sync_rules(desired_rules(b, links), model.route_protocol)
-    route_changes = sync_routes(model, links)
+    rule_changes, route_changes = sync_routing(b, links)
     return Result(masks, set(alive), rule_changes, route_changes, links)
+
+
+def sync_routing(b: bundle_mod.Bundle, links: dict) -> tuple:
+    """NetPath's ip rules and WAN tables for `links`; returns (rule changes, route changes)."""
+    return sync_rules(desired_rules(b, links), b.model.route_protocol), sync_routes(b.model, links)
 
 
 def explain_rejection(message: str, text: str) -> str:
@@ -371,9 +380,17 @@ def offload_warnings(nft: Nft) -> list:
 
 def remove(table: str = DEFAULT_TABLE, protocol: int = DEFAULT_PROTOCOL, nft: "Nft | None" = None) -> None:
     """Take away NetPath's table, ip rules and routes (by its route protocol) and nothing else."""
-    nft = nft or Nft()
+    remove_table(table, nft or Nft())
+    remove_routing(protocol)
+
+
+def remove_table(table: str, nft: Nft) -> None:
     if nft.table_exists(table):
         nft.load(f"delete table inet {table}\n")
+
+
+def remove_routing(protocol: int) -> None:
+    """Every ip rule and route tagged with NetPath's route `protocol`, both families."""
     for family in ("ipv4", "ipv6"):
         ip_batch(family, [f"rule flush protocol {protocol}"])
         if ip_json(family, "route", "show", "table", "all", "proto", str(protocol)):
@@ -409,7 +426,7 @@ def main(argv, prog="netpath apply") -> int:
             remove(model.table, model.route_protocol)
             print("NetPath is disabled in the config (globals enabled 0): removed its state, applied nothing")
             return 0
-        links = {i.name: read_link(i) for i in model.interfaces if i.enabled}
+        links = read_links(model)
         alive = initial_alive(model, links) - set(args.down)
         nft = Nft()
         result = apply(b, alive=alive, nft=nft, links=links)

@@ -70,7 +70,6 @@ class Agent:
         self.history: deque = deque(maxlen=HISTORY_LENGTH)
         self.swaps = 0
         self.swap_seconds_last: "float | None" = None
-        self.decision_seconds: deque = deque(maxlen=1000)  # state change -> transaction committed
         self.started = time.time()
         self.kernel_lock = asyncio.Lock()
         self.reload_lock = asyncio.Lock()
@@ -78,6 +77,7 @@ class Agent:
         self.server = None
         self.metrics_listen = metrics_listen  # (host, port) of the optional Prometheus endpoint
         self.metrics_server = None
+        self.commands = None  # commands.Commands, made when the socket or metrics endpoint opens
         self.stopping = asyncio.Event()
         self._background: set = set()
         self._reloads: set = set()  # reload tasks: they run to their end whoever waits on them
@@ -111,9 +111,8 @@ class Agent:
             tracker.start()
         if self.socket_path:
             from . import ipc
-            from .commands import Commands
 
-            self.server = await ipc.serve(self.socket_path, Commands(self).dispatch)
+            self.server = await ipc.serve(self.socket_path, self._commands().dispatch)
         if self.metrics_listen:
             await self._serve_metrics(*self.metrics_listen)
         log.info("started with bundle %s (%s): %s", self.bundle_dir, self.bundle.digest[:12],
@@ -121,10 +120,9 @@ class Agent:
 
     async def _serve_metrics(self, host: str, port: int) -> None:
         """The same text as the socket's {"cmd":"metrics","format":"prometheus"}, over HTTP."""
-        from .commands import Commands
         from .metrics import serve_metrics_http
 
-        commands = Commands(self)
+        commands = self._commands()
 
         async def text() -> str:
             return (await commands.dispatch({"cmd": "metrics", "format": "prometheus"}))["text"]
@@ -132,10 +130,19 @@ class Agent:
         self.metrics_server = await serve_metrics_http(host, port, text)
         log.info("serving Prometheus metrics on http://%s:%d/metrics", host, port)
 
+    def _commands(self):
+        """The one command table of the socket and the metrics endpoint (one reader nft
+        context and its lock for both)."""
+        if self.commands is None:
+            from .commands import Commands
+
+            self.commands = Commands(self)
+        return self.commands
+
     async def _take_over(self) -> None:
         """Apply the bundle, starting each interface in the state the kernel already shows."""
         model = self.model
-        links = await asyncio.to_thread(self._read_links, model)
+        links = await asyncio.to_thread(apply_mod.read_links, model)
         guess = apply_mod.initial_alive(model, links)
         listing = self.nft.list_json(f"table inet {model.table}")
         alive = None
@@ -177,10 +184,6 @@ class Agent:
             health = hl.on_admin(health, False, settings).health
         source = link.addresses[0] if link and link.addresses else None
         return Tracker(iface, model.special["default"]["mark"], health, self._on_step, source)
-
-    @staticmethod
-    def _read_links(model) -> dict:
-        return {i.name: apply_mod.read_link(i) for i in model.interfaces if i.enabled}
 
     def _devices(self) -> set:
         return {t.iface.device for t in self.trackers.values()}
@@ -246,7 +249,7 @@ class Agent:
     def alive(self) -> set:
         return {name for name, t in self.trackers.items() if t.usable}
 
-    def _on_step(self, tracker: Tracker, before: hl.Health, step: hl.Step, decided_at: float) -> None:
+    def _on_step(self, tracker: Tracker, before: hl.Health, step: hl.Step) -> None:
         new = step.health
         if new.status != before.status:
             figures = tracker.figures()
@@ -258,10 +261,10 @@ class Agent:
             self.history.append({"time": time.time(), "interface": tracker.name, "from": before.status.value,
                                  "to": new.status.value, "reason": new.reason})
         if step.changed or step.events:
-            self._spawn(self._after_change(tracker, step.events, decided_at), f"change-{tracker.name}")
+            self._spawn(self._after_change(tracker, step.events), f"change-{tracker.name}")
 
-    async def _after_change(self, tracker: Tracker, events: tuple, decided_at: float) -> None:
-        if not await self.sync(decided_at):
+    async def _after_change(self, tracker: Tracker, events: tuple) -> None:
+        if not await self.sync():
             # The kernel still routes as before: a flush would cut flows that have nowhere
             # else to go yet, and hooks would announce a change that did not happen.
             log.warning("%s: %s: skipped the conntrack flush and hooks, the kernel refused the state",
@@ -276,27 +279,24 @@ class Agent:
                     await self._flush_conntrack(tracker, event)
                 self.hooks.submit(event, iface.name, iface.device)
 
-    async def sync(self, decided_at: "float | None" = None) -> bool:
+    async def sync(self) -> bool:
         """Bring the kernel's variants in line with the current health. True when the kernel
         holds the variants of the current health (loaded now or already)."""
         async with self.kernel_lock:
             wanted = apply_mod.masks_for(self.model, self.alive())
             if wanted == self.loaded_masks:
                 return True
-            text = swap.transaction(self.bundle, self.loaded_masks, wanted)
+            changed = swap.changed_policies(self.loaded_masks, wanted)
+            text = swap.transaction(self.bundle, self.loaded_masks, wanted, changed)
             try:
                 seconds = await swap.load(self.nft, text)
             except NftError as exc:
                 log.error("the kernel refused the state transaction (%s); retrying in %g s", exc, SWAP_RETRY)
                 self._retry_sync_later()
                 return False
-            committed = time.perf_counter()
-            changed = swap.changed_policies(self.loaded_masks, wanted)
             self.loaded_masks = wanted
             self.swaps += 1
             self.swap_seconds_last = seconds
-            if decided_at is not None:
-                self.decision_seconds.append(committed - decided_at)
             log.info("state swap: %s in %.2f ms", ", ".join(f"{p}={wanted[p] or '-'}" for p in changed),
                      seconds * 1000)
             return True
@@ -385,7 +385,7 @@ class Agent:
         self.links[name] = link
         async with self.kernel_lock:
             bundle, links = self.bundle, dict(self.links)
-            await asyncio.to_thread(self._sync_routing, bundle, links)
+            await asyncio.to_thread(apply_mod.sync_routing, bundle, links)
             if before is None or before.networks != link.networks:
                 await swap.load(self.nft, swap.bypass_transaction(bundle.model, links))
         log.info("%s: routing updated: address %s, gateway %s", name, ", ".join(link.addresses) or "none",
@@ -395,19 +395,10 @@ class Agent:
     def _retire(self, previous, model) -> None:
         """After a reload that renamed the table or changed the route protocol: take away
         what the previous bundle installed under the old names."""
-        if previous.table != model.table and self.nft.table_exists(previous.table):
-            self.nft.load(f"delete table inet {previous.table}\n")
+        if previous.table != model.table:
+            apply_mod.remove_table(previous.table, self.nft)
         if previous.route_protocol != model.route_protocol:
-            for family in ("ipv4", "ipv6"):
-                apply_mod.ip_batch(family, [f"rule flush protocol {previous.route_protocol}"])
-                if apply_mod.ip_json(family, "route", "show", "table", "all", "proto",
-                                     str(previous.route_protocol)):
-                    apply_mod.ip_batch(family, [f"route flush table all proto {previous.route_protocol}"])
-
-    @staticmethod
-    def _sync_routing(bundle, links) -> None:
-        apply_mod.sync_rules(apply_mod.desired_rules(bundle, links), bundle.model.route_protocol)
-        apply_mod.sync_routes(bundle.model, links)
+            apply_mod.remove_routing(previous.route_protocol)
 
     # -- commands --------------------------------------------------------------------------------
 
@@ -464,7 +455,7 @@ class Agent:
             new = await asyncio.to_thread(bundle_mod.read, self.bundle_dir)
             changed = new.digest != self.bundle.digest
             model = new.model
-            links = await asyncio.to_thread(self._read_links, model)
+            links = await asyncio.to_thread(apply_mod.read_links, model)
             await probes.preload(i.track.method for i in model.interfaces if i.enabled and is_tracked(i))
             async with self.kernel_lock:
                 kept, added = {}, {}

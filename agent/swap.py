@@ -31,9 +31,12 @@ def changed_policies(loaded: dict, wanted: dict) -> list:
     return sorted(name for name, mask in wanted.items() if loaded.get(name) != mask)
 
 
-def transaction(bundle, loaded: dict, wanted: dict) -> str:
-    """The state files of every policy whose variant differs from `loaded`, as one text."""
-    parts = [bundle.state_text(name, wanted[name]) for name in changed_policies(loaded, wanted)]
+def transaction(bundle, loaded: dict, wanted: dict, changed: "list | None" = None) -> str:
+    """The state files of every policy whose variant differs from `loaded`, as one text.
+    `changed`: changed_policies(loaded, wanted), when the caller has it already."""
+    if changed is None:
+        changed = changed_policies(loaded, wanted)
+    parts = [bundle.state_text(name, wanted[name]) for name in changed]
     return "".join(p if p.endswith("\n") else p + "\n" for p in parts)
 
 

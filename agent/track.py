@@ -55,7 +55,7 @@ def _untracked_step(health: hl.Health, settings: hl.TrackSettings) -> hl.Step:
 class Tracker:
     """The health of one interface and the task that keeps it current.
 
-    `on_step(tracker, before, step, decided_at)` is called for every step that changed the
+    `on_step(tracker, before, step)` is called for every step that changed the
     status or emitted events; the agent swaps variants, flushes conntrack and runs hooks."""
 
     def __init__(self, iface: Interface, fwmark: int, health: hl.Health, on_step, source=None):
@@ -179,14 +179,13 @@ class Tracker:
         self._apply(hl.on_admin(self.health, enabled, self.settings))
 
     def _apply(self, step: hl.Step) -> None:
-        decided_at = time.perf_counter()
         before = self.health
         self.health = step.health
         if step.health.status != before.status:
             self.since = time.time()
             self.state_changes += 1
         if step.health.status != before.status or step.events or step.changed:
-            self.on_step(self, before, step, decided_at)
+            self.on_step(self, before, step)
         if step.sleep == 0.0:
             self._wake.set()
 

@@ -117,7 +117,7 @@ def test_a_reload_that_stops_tracking_an_offline_interface_brings_it_back(tmp_pa
     untracked = compile_config(tmp_path, "untracked", UNTRACKED % "none").model.interface("wanb")
     steps = []
     tracker = Tracker(tracked, 0, hl.Health(hl.Status.OFFLINE, 0, reason="5 rounds failed"),
-                      lambda t, before, step, at: steps.append(step))
+                      lambda t, before, step: steps.append(step))
     tracker.update(untracked)
     assert tracker.health.status is hl.Status.ONLINE
     assert [(s.events, s.changed) for s in steps] == [((hl.CONNECTED,), True)]
