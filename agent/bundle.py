@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .model import FORMAT_VERSION, Model
+from .names import DEVICE_RE, DEVICE_SHAPE, NAME_RE, NAME_SHAPE, TABLE_RE, TABLE_SHAPE, plain_ip
 
 
 class BundleError(Exception):
@@ -82,9 +83,52 @@ def read(directory) -> Bundle:
         model = Model.from_dict(manifest["model"])
     except (KeyError, TypeError, ValueError) as exc:
         raise BundleError(f"{manifest_path}: the model is incomplete ({exc!r}); recompile") from None
+    unsafe = unsafe_fields(model)
+    if unsafe:
+        raise BundleError(f"{manifest_path}: the model has values NetPath never writes: {'; '.join(unsafe)}; "
+                          "recompile with `netpath compile`")
     for policy in model.policies:
         for rel in policy.states.values():
             if rel not in manifest["files"]:
                 raise BundleError(f"{directory}: state file {rel} is not listed in the manifest")
     return Bundle(directory=directory, manifest=manifest, model=model,
                   digest=hashlib.sha256(raw).hexdigest(), files=files)
+
+
+def unsafe_fields(model: Model) -> list:
+    """The model's fields that the agent writes into nft text, `ip -batch` lines or socket
+    options itself, checked against the compiler's rules. The manifest carries no sha256 of
+    its own: a hand-edited name with a space or a newline would add a command."""
+    found = []
+
+    def shaped(field: str, value, regex, shape: str) -> None:
+        if not isinstance(value, str) or not regex.match(value):
+            found.append(f"{field} {value!r} is not a valid {shape}")
+
+    def whole(field: str, value) -> None:
+        if isinstance(value, bool) or not isinstance(value, int):
+            found.append(f"{field} {value!r} is not a whole number")
+
+    shaped("table", model.table, TABLE_RE, TABLE_SHAPE)
+    for field in ("mask", "route_protocol", "pref_main"):
+        whole(field, getattr(model, field))
+    for kind, special in model.special.items():
+        whole(f"special.{kind}.mark", special.get("mark") if isinstance(special, dict) else special)
+    for iface in model.interfaces:
+        where = f"interfaces[{iface.name!r}]"
+        shaped(f"{where}.name", iface.name, NAME_RE, NAME_SHAPE)
+        shaped(f"{where}.device", iface.device, DEVICE_RE, DEVICE_SHAPE)
+        if iface.family not in ("ipv4", "ipv6"):
+            found.append(f"{where}.family {iface.family!r} is not ipv4 or ipv6")
+        if iface.gateway != "":
+            try:
+                plain_ip(iface.gateway)
+            except (ValueError, TypeError):
+                found.append(f"{where}.gateway {iface.gateway!r} is not an IP address")
+        for field in ("mark", "table", "pref_oif", "pref_from", "pref_mark", "pref_guard"):
+            whole(f"{where}.{field}", getattr(iface, field))
+    for policy in model.policies:
+        shaped(f"policies[{policy.name!r}].name", policy.name, NAME_RE, NAME_SHAPE)
+    for rule in model.rules:
+        shaped(f"rules[{rule.name!r}].name", rule.name, NAME_RE, NAME_SHAPE)
+    return found

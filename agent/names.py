@@ -1,16 +1,31 @@
-"""The shapes of the names that reach nft text, `ip -batch` lines and the control socket.
+"""The shapes of the names and addresses that reach nft text, `ip -batch` lines and the
+control socket.
 
-The compiler validates a config against these patterns; the agent checks a bundle's manifest
-and the names a request carries against the same ones. `\\Z`, not `$`: `$` also matches
-before a trailing newline, and a newline in a name would start a new nft statement.
+The compiler validates a config against these; the agent checks a bundle's manifest (which
+no sha256 protects) and the names a request carries against the same ones. `\\Z`, not `$`:
+`$` also matches before a trailing newline, and a newline in a name would start a new nft
+statement or `ip -batch` command.
 
 Standard library only (the agent imports it on routers).
 """
 
 from __future__ import annotations
 
+import ipaddress
 import re
 
 NAME_RE = re.compile(r"^[A-Za-z0-9_]{1,32}\Z")  # interfaces, members, policies, rules, sets
 TABLE_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,31}\Z")  # the nft table
 DEVICE_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,14}\Z")  # a kernel network device (IFNAMSIZ)
+
+NAME_SHAPE = "name (1-32 characters: letters, digits, underscore)"
+TABLE_SHAPE = "nft table name (a letter, then up to 31 letters, digits or '_')"
+DEVICE_SHAPE = "device name (1-15 characters: letters, digits, '_', '.', '-')"
+
+
+def plain_ip(text: str):
+    """ipaddress.ip_address without IPv6 zone ids: Python accepts any text after `%`
+    (spaces, `;`, newlines), and an address reaches `ip -batch` and nft verbatim."""
+    if "%" in str(text):
+        raise ValueError(f"{text!r}: a zone id (%...) is not allowed here")
+    return ipaddress.ip_address(text)

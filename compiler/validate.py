@@ -14,16 +14,15 @@ import re
 import voluptuous as vol
 
 from netpath.agent import marks
+from netpath.agent.names import (DEVICE_RE, DEVICE_SHAPE, NAME_RE, NAME_SHAPE, TABLE_RE, TABLE_SHAPE,
+                                 plain_ip)
 from netpath.agent.policy import LAST_RESORTS, MODES
 
 from .load import TRACK_OPTIONS
 
 MAX_MEMBERS_PER_POLICY = 10  # state files per policy grow as 2^members
-# `\Z`, not `$`: `$` also matches before a trailing newline, and a newline in a name
-# would start a new nft statement.
-NAME_RE = re.compile(r"^[A-Za-z0-9_]{1,32}\Z")
-TABLE_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,31}\Z")
-DEVICE_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,14}\Z")
+# NAME_RE, TABLE_RE and DEVICE_RE live in netpath.agent.names: the agent checks a bundle
+# against the same patterns. `\Z`, not `$`: `$` also matches before a trailing newline.
 DNS_NAME_RE = re.compile(r"^(\.|([A-Za-z0-9_]([A-Za-z0-9_-]{0,62})\.?)+)\Z")
 URL_RE = re.compile(r"^https?://[A-Za-z0-9._~:/?#\[\]@!$&()*+,;=%-]+\Z")
 TRACK_METHODS = ("ping", "httping", "dns", "arping", "none")
@@ -131,9 +130,9 @@ def Pattern(regex, what):
     return check
 
 
-Name = Pattern(NAME_RE, "name (1-32 characters: letters, digits, underscore)")
-Device = Pattern(DEVICE_RE, "device name (1-15 characters: letters, digits, '_', '.', '-')")
-TableName = Pattern(TABLE_RE, "nft table name (a letter, then up to 31 letters, digits or '_')")
+Name = Pattern(NAME_RE, NAME_SHAPE)
+Device = Pattern(DEVICE_RE, DEVICE_SHAPE)
+TableName = Pattern(TABLE_RE, TABLE_SHAPE)
 
 
 def Mask(value):
@@ -148,14 +147,6 @@ def Mask(value):
         raise vol.Invalid(f"mark mask {value!r} has {bits} bits; NetPath needs 3 to 8 bits "
                           "(ids for the interfaces plus blackhole, unreachable, default)")
     return number
-
-
-def plain_ip(text: str):
-    """ipaddress.ip_address without IPv6 zone ids: Python accepts any text after `%`
-    (spaces, `;`, newlines), and an address reaches `ip -batch` and nft verbatim."""
-    if "%" in str(text):
-        raise ValueError(f"{text!r}: a zone id (%...) is not allowed here")
-    return ipaddress.ip_address(text)
 
 
 def Address(value):

@@ -4,6 +4,7 @@ Bundles come from the real compiler (`netpath compile`)."""
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -32,3 +33,40 @@ def test_a_recompile_into_the_directory_leaves_the_bundle_read_before_intact(tmp
     for (policy, mask), text in on_disk.items():
         assert b.state_text(policy, mask) == text
     assert b.text(b.manifest["ruleset"]) == ruleset
+
+
+def _edited(out: Path, edit) -> Path:
+    manifest_path = out / "manifest.json"
+    manifest = json.loads(manifest_path.read_text())
+    edit(manifest)
+    manifest_path.write_text(json.dumps(manifest))
+    return out
+
+
+def _interface(manifest, name="wan") -> dict:
+    return next(i for i in manifest["model"]["interfaces"] if i["name"] == name)
+
+
+HAND_EDITS = {  # what the agent would write into nft text or `ip -batch` lines itself
+    "table": lambda m: m["model"].update(table="netpath\ndelete table inet fw4"),
+    "route_protocol": lambda m: m["model"].update(route_protocol="93\nrule flush"),
+    ".device": lambda m: _interface(m).update(device="eth0 table 254"),
+    ".gateway": lambda m: _interface(m).update(gateway="192.0.2.1 dev lo\nroute flush table main"),
+    ".table": lambda m: _interface(m).update(table="1001\nroute flush table main"),
+    "zone id": lambda m: _interface(m).update(gateway="fe80::1%eth0 onlink\nroute flush table main"),
+    "interfaces['wan\\n'].name": lambda m: _interface(m).update(name="wan\n"),
+    "policies": lambda m: m["model"]["policies"][0].update(name="p; x"),
+    "rules": lambda m: m["model"]["rules"][0].update(name="r x"),
+}
+
+
+@pytest.mark.parametrize("field", list(HAND_EDITS))
+def test_a_hand_edited_model_that_would_inject_text_is_refused_naming_the_field(tmp_path, field):
+    out = compile_to("dual_wan_failover.toml", tmp_path / "bundle")
+    _edited(out, HAND_EDITS[field])
+    with pytest.raises(bundle_mod.BundleError) as refused:
+        bundle_mod.read(out)
+    message = str(refused.value)
+    wanted = {"zone id": ".gateway"}.get(field, field)
+    assert wanted in message, message
+    assert "recompile" in message
