@@ -87,10 +87,16 @@ def read(directory) -> Bundle:
     if unsafe:
         raise BundleError(f"{manifest_path}: the model has values NetPath never writes: {'; '.join(unsafe)}; "
                           "recompile with `netpath compile`")
-    for policy in model.policies:
-        for rel in policy.states.values():
-            if rel not in manifest["files"]:
-                raise BundleError(f"{directory}: state file {rel} is not listed in the manifest")
+    # Every file the agent loads must be one whose sha256 was checked above.
+    routes = manifest.get("routes")
+    if not isinstance(routes, list) or not all(isinstance(e, dict) and e.get("family") in ("ipv4", "ipv6")
+                                               for e in routes):
+        raise BundleError(f"{manifest_path}: \"routes\" must list {{family, file}} entries; recompile")
+    used = [("ruleset", manifest.get("ruleset"))] + [("routes file", e.get("file")) for e in routes] + \
+        [("state file", rel) for policy in model.policies for rel in policy.states.values()]
+    for kind, rel in used:
+        if not isinstance(rel, str) or rel not in files:
+            raise BundleError(f"{directory}: {kind} {rel!r} is not listed in the manifest")
     return Bundle(directory=directory, manifest=manifest, model=model,
                   digest=hashlib.sha256(raw).hexdigest(), files=files)
 

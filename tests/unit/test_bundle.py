@@ -70,3 +70,22 @@ def test_a_hand_edited_model_that_would_inject_text_is_refused_naming_the_field(
     wanted = {"zone id": ".gateway"}.get(field, field)
     assert wanted in message, message
     assert "recompile" in message
+
+
+UNLISTED = {  # a file the agent would load although no sha256 in the manifest covers it
+    "ruleset": lambda m: m.update(ruleset="extra.nft"),
+    "routes file": lambda m: m["routes"][0].update(file="extra.batch"),
+    "state file": lambda m: m["model"]["policies"][0]["states"].update(
+        {mask: "extra.nft" for mask in m["model"]["policies"][0]["states"]}),
+}
+
+
+@pytest.mark.parametrize("kind", list(UNLISTED))
+def test_every_file_the_agent_loads_must_be_listed_with_its_sha256(tmp_path, kind):
+    out = compile_to("dual_wan_failover.toml", tmp_path / "bundle")
+    (out / "extra.nft").write_text("flush ruleset\n")
+    (out / "extra.batch").write_text("rule flush\n")
+    _edited(out, UNLISTED[kind])
+    with pytest.raises(bundle_mod.BundleError) as refused:
+        bundle_mod.read(out)
+    assert f"{kind} 'extra." in str(refused.value) and "not listed" in str(refused.value), refused.value
