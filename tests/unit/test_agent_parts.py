@@ -92,14 +92,19 @@ FLUSH = textwrap.dedent("""
 """)
 
 
-@pytest.mark.lab
-def test_conntrack_flush_deletes_only_the_marked_flows():
+def conntrack_script(script: str) -> dict:
+    """Run `script` in a network namespace of its own (its own conntrack table); its JSON line."""
     if os.geteuid() != 0 or not shutil.which("conntrack") or not shutil.which("unshare"):
         pytest.skip("needs root, conntrack and unshare")
-    proc = subprocess.run(["unshare", "-n", sys.executable, "-c", FLUSH], capture_output=True, text=True,
+    proc = subprocess.run(["unshare", "-n", sys.executable, "-c", script], capture_output=True, text=True,
                           timeout=60)
     assert proc.returncode == 0, proc.stderr
-    result = json.loads(proc.stdout)
+    return json.loads(proc.stdout)
+
+
+@pytest.mark.lab
+def test_conntrack_flush_deletes_only_the_marked_flows():
+    result = conntrack_script(FLUSH)
     assert result["deleted"] == 2
     assert "192.0.2.3" in result["left"] and "192.0.2.4" in result["left"]
     assert "192.0.2.1" not in result["left"] and "192.0.2.2" not in result["left"]
@@ -123,12 +128,7 @@ FLUSH_FAMILY = textwrap.dedent("""
 @pytest.mark.lab
 def test_conntrack_flush_of_one_family_leaves_the_other():
     """An IPv4 WAN's flush must not take the IPv6 flows that share its mark."""
-    if os.geteuid() != 0 or not shutil.which("conntrack") or not shutil.which("unshare"):
-        pytest.skip("needs root, conntrack and unshare")
-    proc = subprocess.run(["unshare", "-n", sys.executable, "-c", FLUSH_FAMILY], capture_output=True, text=True,
-                          timeout=60)
-    assert proc.returncode == 0, proc.stderr
-    result = json.loads(proc.stdout)
+    result = conntrack_script(FLUSH_FAMILY)
     assert result["deleted"] == 1
     assert "2001:db8::1" in result["left"] and "192.0.2.1" not in result["left"]
 
