@@ -13,10 +13,9 @@ from __future__ import annotations
 import json
 
 from . import uci
-from .load import UCI_OPTION_OF_TRACK
+from .load import FORMATS, KIND_OF_KEY, UCI_OPTION_OF_TRACK
 
-FORMATS = ("uci", "toml", "yaml")
-SECTIONS = (("interfaces", "interface"), ("members", "member"), ("policies", "policy"))
+NAMED_SECTIONS = ("interfaces", "members", "policies")  # tables of named sections, in this order
 
 
 def render(tree: dict, fmt: str, header: "list[str] | None" = None) -> str:
@@ -41,7 +40,7 @@ def uci_value(value) -> str:
     if isinstance(value, bool):
         return "1" if value else "0"
     if isinstance(value, float):
-        return f"{value:g}"
+        return repr(value)  # exact: load reads back the same float
     return str(value)
 
 
@@ -65,9 +64,9 @@ def to_uci(tree: dict, header: list) -> str:
     sections = []
     if tree.get("globals"):
         sections.append(_uci_section("globals", "globals", tree["globals"]))
-    for key, kind in SECTIONS:
+    for key in NAMED_SECTIONS:
         for name, values in tree.get(key, {}).items():
-            sections.append(_uci_section(kind, name, values))
+            sections.append(_uci_section(KIND_OF_KEY[key], name, values))
     for rule in tree.get("rules", []):
         sections.append(_uci_section("rule", rule["name"], rule))
     return _comment_block(header) + uci.export(sections)
@@ -87,12 +86,10 @@ def toml_value(value) -> str:
     return json.dumps(str(value))
 
 
-def _toml_table(title: str, values: dict, out: list, skip=()):
+def _toml_table(title: str, values: dict, out: list):
     out.append(f"\n[{title}]")
     nested = []
     for key, value in values.items():
-        if key in skip:
-            continue
         if isinstance(value, dict):
             nested.append((key, value))
             continue
@@ -105,7 +102,7 @@ def to_toml(tree: dict, header: list) -> str:
     out: list = []
     if tree.get("globals"):
         _toml_table("global", tree["globals"], out)
-    for key, _ in SECTIONS:
+    for key in NAMED_SECTIONS:
         for name, values in tree.get(key, {}).items():
             _toml_table(f"{key}.{name}", values, out)
     for rule in tree.get("rules", []):
@@ -123,7 +120,7 @@ def to_yaml(tree: dict, header: list) -> str:
     data: dict = {}
     if tree.get("globals"):
         data["global"] = tree["globals"]
-    for key, _ in SECTIONS:
+    for key in NAMED_SECTIONS:
         data[key] = tree.get(key, {})
     data["rules"] = tree.get("rules", [])
     # Plain dicts keep their order with sort_keys=False; safe_dump quotes every string
