@@ -122,6 +122,8 @@ BAD_ARGUMENTS = [
     ("ping", {"interface": "wan", "target": "203.0.113.10; reboot"}, "is not an IP address"),
     ("ping", {"interface": "wan", "target": "-f"}, "is not an IP address"),
     ("ping", {"interface": "wan", "target": "example.com"}, "is not an IP address"),
+    ("ping", {"interface": "wan", "target": "fe80::1%eth0 -f"}, "is not an IP address"),
+    ("explain", {"src": "fe80::1%x", "dst": "2001:db8::1"}, "is not an IP address"),
     ("ping", {"interface": "../x", "target": TEST_NET}, "is not an interface name"),
     ("explain", {"dst": TEST_NET}, '"src" is required'),
     ("explain", {"src": "192.168.1.2", "dst": "2001:db8::1"}, "same family"),
