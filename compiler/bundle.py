@@ -1,8 +1,12 @@
-"""Stage 5: lay the bundle down atomically.
+"""Stage 5: lay the bundle down atomically, and only where a bundle belongs.
 
 Files are written into a fresh sibling directory and fsynced; then that directory is
 swapped with the old one in one rename(2) (RENAME_EXCHANGE), so a reader sees either the
 whole old bundle or the whole new one, and a crash or error leaves the old one in place.
+
+The swap replaces the whole directory, so `write` first makes sure the directory is one it
+may replace: absent, empty, or holding a NetPath bundle (a manifest.json that NetPath
+wrote). `-o /etc/config` or `-o .` must never wipe a user's files.
 """
 
 from __future__ import annotations
@@ -22,6 +26,62 @@ from .render import GENERATOR
 
 RENAME_EXCHANGE = 2
 AT_FDCWD = -100
+SHOWN_ENTRIES = 3  # entries of a foreign directory named in the refusal
+
+
+class OutputError(Exception):
+    """The bundle cannot go to the directory asked for; `line` is ready to print, `status`
+    is the exit status: 2 when the directory is not one to replace (bad input), 1 when
+    writing failed (the system)."""
+
+    status = 1
+
+    def __init__(self, line: str):
+        super().__init__(line)
+        self.line = line
+
+
+class NotABundle(OutputError):
+    status = 2
+
+
+class WriteFailed(OutputError):
+    status = 1
+
+
+def _is_bundle(directory: Path) -> bool:
+    try:
+        manifest = json.loads((directory / "manifest.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return isinstance(manifest, dict) and str(manifest.get("generator", "")).startswith("NetPath")
+
+
+def check_target(directory: Path) -> None:
+    """Raise NotABundle unless `directory` does not exist, is empty, or holds a NetPath
+    bundle; WriteFailed if it cannot even be looked at (a symlink loop, no permission)."""
+    try:
+        os.stat(directory)
+    except FileNotFoundError:
+        if os.path.islink(directory):  # a dangling symlink: writing would follow it
+            raise NotABundle(f"{directory} is a symbolic link to nothing; choose another "
+                             "directory") from None
+        return
+    except OSError as exc:
+        raise WriteFailed(f"{directory}: cannot write the bundle: {exc.strerror}") from None
+    if not directory.is_dir():
+        raise NotABundle(f"{directory} is not a NetPath bundle (it is a file, which is never "
+                         "replaced); choose another directory")
+    try:
+        entries = sorted(os.scandir(directory), key=lambda e: e.name)
+    except OSError as exc:
+        raise WriteFailed(f"{directory}: cannot write the bundle: {exc.strerror}") from None
+    if not entries or _is_bundle(directory):
+        return
+    shown = [e.name + ("/" if e.is_dir(follow_symlinks=False) else "") for e in entries[:SHOWN_ENTRIES]]
+    more = " ..." if len(entries) > SHOWN_ENTRIES else ""
+    raise NotABundle(f"{directory} is not a NetPath bundle (it holds {', '.join(shown)}{more}); "
+                     "choose another directory")
 
 
 def manifest_text(model: Model, files: dict, source_name: str) -> str:
@@ -41,9 +101,10 @@ def manifest_text(model: Model, files: dict, source_name: str) -> str:
 
 
 def read_tree(directory: Path) -> dict:
-    """Relative path -> text of every file in an existing bundle (empty if none)."""
+    """Relative path -> text of every file in an existing bundle (empty if none, or if
+    `directory` holds something else)."""
     out = {}
-    if not directory.is_dir():
+    if not directory.is_dir() or not _is_bundle(directory):
         return out
     for path in sorted(directory.rglob("*")):
         if path.is_file():
@@ -85,8 +146,18 @@ def _exchange(a: Path, b: Path) -> bool:
 
 
 def write(directory: Path, files: dict) -> None:
-    """Write `files` as the complete content of `directory`, atomically."""
-    directory = directory.resolve()
+    """Write `files` as the complete content of `directory`, atomically. Raises NotABundle
+    (nothing touched) or WriteFailed (the previous bundle intact, no staging left)."""
+    directory = Path(directory)
+    check_target(directory)
+    try:
+        _write(directory.resolve(), files)
+    except (OSError, RuntimeError) as exc:  # RuntimeError: resolve() met a symlink loop
+        cause = getattr(exc, "strerror", None) or str(exc)
+        raise WriteFailed(f"{directory}: cannot write the bundle: {cause}") from None
+
+
+def _write(directory: Path, files: dict) -> None:
     directory.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{directory.name}.new-", dir=directory.parent))
     try:
@@ -102,7 +173,11 @@ def write(directory: Path, files: dict) -> None:
             if not _exchange(staging, directory):
                 old = directory.with_name(f".{directory.name}.old-{os.getpid()}")
                 os.rename(directory, old)
-                os.rename(staging, directory)
+                try:
+                    os.rename(staging, directory)
+                except OSError:
+                    os.rename(old, directory)
+                    raise
                 staging = old
         else:
             os.rename(staging, directory)

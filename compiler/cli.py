@@ -42,17 +42,26 @@ def _compile(args) -> int:
     result, status = _build_checked(args, previous=out)
     if result is None:
         return status
+    try:
+        bundle.check_target(out)
+    except bundle.OutputError as exc:
+        _report([exc.line])
+        return exc.status
     old = bundle.read_tree(out)
     changed = old != result.files
     if args.diff:
         sys.stdout.write(bundle.diff(old, result.files, str(out), "new"))
     m = result.model
     states = sum(len(p.states) for p in m.policies)
+    if changed and not args.dry_run:
+        try:
+            bundle.write(out, result.files)
+        except bundle.OutputError as exc:
+            _report([exc.line])
+            return exc.status
     verb = "would write" if args.dry_run else "wrote"
     print(f"{len(m.interfaces)} interfaces, {len(m.policies)} policies, {len(m.rules)} rules, "
           f"{states} state files: {verb} {out} ({'changed' if changed else 'unchanged'})")
-    if changed and not args.dry_run:
-        bundle.write(out, result.files)
     return 0
 
 
