@@ -1,4 +1,5 @@
-"""`netpath import-mwan3` against the 12 real mwan3 configs in shared/fixtures/mwan3/.
+"""`netpath import-mwan3` against the 12 mwan3 configs in tests/fixtures/mwan3/ (mwan3's default
+and eleven written after configs found in the wild, with their mistakes).
 
 * Each conversion (and its --explain-diff) matches its snapshot in
   tests/snapshots/test_mwan3_import/ (plain .uci / .txt files; update with
@@ -25,8 +26,7 @@ from netpath.agent.explain import Packet, explain, load_model
 from netpath.compiler import emit, load, mwan3, pipeline, uci, validate
 from snapshot_ext import TextSnapshot, UciSnapshot
 
-# The project's shared material sits beside the repository: <clone>/../shared
-FIXTURES = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "mwan3"
+FIXTURES = Path(__file__).resolve().parent / "fixtures" / "mwan3"  # see its README.md
 FIXTURE_NAMES = sorted(p.stem for p in FIXTURES.glob("*.uci"))
 NETPATH = [sys.executable, "-m", "netpath.compiler.cli"]
 RUN_TIMEOUT = 180
@@ -115,22 +115,23 @@ def test_every_mwan3_option_is_converted_or_named_in_a_note(name):
 
 # Findings of the corpus audit in mwan3.md §6, each of which must reach the user.
 AUDIT_FINDINGS = {
-    "02_Romaxa55_mwan3_load_balanced": ["member 'wan1_m1_w2': option 'interface': uses interface 'wan'",
-                                        "globals 'globals' option 'enabled': obsolete"],
-    "04_bertrandmartel_openwrt-mwan-config": ["interface 'wan3' option 'reliability': 3 is more than the 2"],
-    "05_chGoodchild_GLTollGate": ["globals 'globals' option 'enabled': obsolete"],
-    "07_irfanFRizki_StatusWRTIrfan": ["interface 'tethering' option 'track_ip': target '0.0.0.0'"],
-    "08_leonzdev_tether-router-config": ["globals 'globals' option 'rt_table_lookup'",
-                                         "both use interface 'tether0'",
-                                         "NetPath deletes only the flows of 'tether0'"],
-    "09_lodiwifidev_openwrt-coovachilli-configuration": ["option 'local_source': obsolete",
-                                                         "option 'rtmon_interval': obsolete"],
-    "10_nazreinkaram_backup-openwrt.homelab-netgear-r6220": ["uses interface 'wanb', which does not exist",
-                                                             "uses interface 'wan6', which does not exist",
-                                                             "uses interface 'wanb6', which does not exist"],
-    "11_twotreeszf_OpenWrtMultiWanConfig": ["'option flush_conntrack never'", "option 'local_source'",
-                                            "option 'rtmon_interval'"],
-    "12_32mehmetcakir_Openwrt-trunk": ["interface 'wan2': no track_ip"],
+    "02_space_indented_ipset": ["member 'cable1_m1_w2': option 'interface': uses interface 'wan'",
+                                "globals 'globals' option 'enabled': obsolete"],
+    "04_rules_first_parity": ["interface 'lte' option 'reliability': 3 is more than the 2"],
+    "05_dual_stack_tiers": ["globals 'globals' option 'enabled': obsolete"],
+    "06_untracked_backup": ["interface 'wwan': no track_ip"],
+    "07_httping_placeholders": ["interface 'phone' option 'track_ip': target '0.0.0.0'"],
+    "08_tethering_flush": ["globals 'globals' option 'rt_table_lookup'",
+                           "both use interface 'usb0'",
+                           "NetPath deletes only the flows of 'usb0'"],
+    "09_quality_checks": ["option 'local_source': obsolete",
+                          "option 'rtmon_interval': obsolete"],
+    "10_members_without_interfaces": ["uses interface 'wanb', which does not exist",
+                                      "uses interface 'wan6', which does not exist",
+                                      "uses interface 'wanb6', which does not exist"],
+    "11_flush_never_slow": ["'option flush_conntrack never'", "option 'local_source'",
+                            "option 'rtmon_interval'"],
+    "12_disabled_untracked": ["interface 'two': no track_ip"],
 }
 
 
@@ -531,18 +532,18 @@ def test_cli_explain_diff_computes_detection_from_the_config():
     assert run.returncode == 0, run.stderr
     # mwan3.md §3.5: the upstream default 'wan' (4 targets, code defaults) takes 120-130 s.
     assert "declares the WAN down 120-130 s" in run.stdout
-    run = netpath("import-mwan3", FIXTURES / "08_leonzdev_tether-router-config.uci", "--explain-diff", "-q")
+    run = netpath("import-mwan3", FIXTURES / "08_tethering_flush.uci", "--explain-diff", "-q")
     assert "flushes the whole conntrack table" in run.stdout
-    run = netpath("import-mwan3", FIXTURES / "02_Romaxa55_mwan3_load_balanced.uci", "--explain-diff", "-q")
-    assert "'youtube_v4'" in run.stdout and "nftset=" in run.stdout
+    run = netpath("import-mwan3", FIXTURES / "02_space_indented_ipset.uci", "--explain-diff", "-q")
+    assert "'streaming_v4'" in run.stdout and "nftset=" in run.stdout
 
 
 def test_cli_writes_the_format_of_the_output_suffix(tmp_path):
     out = tmp_path / "netpath.yaml"
-    run = netpath("import-mwan3", FIXTURES / "03_SzymczakA_OpenWRTcfg.uci", "-o", out)
+    run = netpath("import-mwan3", FIXTURES / "03_four_uplinks_failover.uci", "-o", out)
     assert run.returncode == 0, run.stderr
     assert "interfaces:" in out.read_text()
-    assert _model_dict(out)["policies"][0]["members"][0]["interface"] == "wan"
+    assert _model_dict(out)["policies"][0]["members"][0]["interface"] == "fibre"
 
 
 def test_cli_reports_an_unreadable_config(tmp_path):

@@ -10,8 +10,7 @@ from netpath.compiler.uci import (
     UciError, UciOption, UciSection, export, load, parse, quote,
 )
 
-# The project's shared material sits beside the repository: <clone>/../shared
-FIXTURES = Path(__file__).resolve().parents[3] / "shared" / "fixtures" / "mwan3"
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "mwan3"  # see its README.md
 
 MWAN3_TYPES = {"globals", "interface", "member", "policy", "rule"}
 
@@ -479,8 +478,8 @@ def test_upstream_default_config_content():
 
 
 def test_space_indented_fixture():
-    package = load(FIXTURES / "02_Romaxa55_mwan3_load_balanced.uci")
-    assert values(package.get("wan1"))["track_ip"] == ["8.8.8.8", "208.67.220.220"]
+    package = load(FIXTURES / "02_space_indented_ipset.uci")
+    assert values(package.get("cable1"))["track_ip"] == ["192.0.2.53", "198.51.100.53"]
 
 
 def test_load_keeps_undecodable_bytes(tmp_path):
