@@ -8,7 +8,7 @@ templates and the agent make no decisions of their own.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import dataclass, field, fields
 
 from .policy import PolicyMember
 
@@ -152,11 +152,29 @@ class Model:
         return sorted({i.device for i in self.interfaces if i.enabled})
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        return _plain(self)
 
     @classmethod
     def from_dict(cls, data: dict) -> "Model":
         return _build(cls, data)
+
+
+_FIELD_NAMES: dict = {}
+
+
+def _plain(value):
+    """dataclasses.asdict without its deep copies (the model holds only str, int, float,
+    bool, tuples, dicts and dataclasses): several times faster on a model of 1,000 rules."""
+    names = _FIELD_NAMES.get(type(value))
+    if names is None and hasattr(type(value), "__dataclass_fields__"):
+        names = _FIELD_NAMES[type(value)] = tuple(f.name for f in fields(value))
+    if names is not None:
+        return {name: _plain(getattr(value, name)) for name in names}
+    if isinstance(value, (tuple, list)):
+        return type(value)(_plain(v) for v in value)
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    return value
 
 
 def _build(cls, data):

@@ -97,7 +97,25 @@ def manifest_text(model: Model, files: dict, source_name: str) -> str:
         "model": model.to_dict(),
         "files": {path: hashlib.sha256(text.encode()).hexdigest() for path, text in sorted(files.items())},
     }
-    return json.dumps(manifest, indent=1, sort_keys=True) + "\n"
+    return json_text(manifest) + "\n"
+
+
+PRETTY_DEPTH = 3  # manifest -> model -> rules -> one rule per line
+
+
+def json_text(value, depth: int = 0) -> str:
+    """Sorted JSON, indented one space per level down to PRETTY_DEPTH and compact below it:
+    one interface, policy or rule per line reads and diffs well, and json's C encoder
+    writes the lines (json.dumps with indent= runs in pure Python: most of a 1,000-rule
+    compile)."""
+    if depth >= PRETTY_DEPTH or not isinstance(value, (dict, list, tuple)) or not value:
+        return json.dumps(value, sort_keys=True)
+    pad = "\n" + " " * (depth + 1)
+    if isinstance(value, dict):
+        items = [f"{json.dumps(str(k))}: {json_text(v, depth + 1)}" for k, v in sorted(value.items())]
+        return "{" + pad + ("," + pad).join(items) + "\n" + " " * depth + "}"
+    items = [json_text(v, depth + 1) for v in value]
+    return "[" + pad + ("," + pad).join(items) + "\n" + " " * depth + "]"
 
 
 def read_tree(directory: Path) -> dict:

@@ -6,6 +6,7 @@ print); every decision (what a state sends where, which chains exist) was made b
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 
 import jinja2
@@ -19,7 +20,11 @@ GENERATOR = "NetPath 0.1.0"
 TEMPLATE_DIR = Path(__file__).resolve().parent.parent / "templates"
 
 
+@functools.lru_cache(maxsize=None)
 def environment() -> jinja2.Environment:
+    """Built once per process: compiling the templates costs more than rendering them, and a
+    fleet build (`netpath compile` of many configs) or the agent-side tests reuse it. The
+    loader's auto_reload still notices an edited template file."""
     env = jinja2.Environment(
         loader=jinja2.FileSystemLoader(str(TEMPLATE_DIR)),
         undefined=jinja2.StrictUndefined,

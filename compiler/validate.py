@@ -362,6 +362,17 @@ RULE = {
 }
 
 
+_COMPILED: dict = {}
+
+
+def _compiled(schema: dict) -> vol.Schema:
+    """voluptuous compiles a schema on construction: do it once per schema and process."""
+    key = id(schema)
+    if key not in _COMPILED:
+        _COMPILED[key] = (schema, vol.Schema(schema))  # keeps `schema` alive: its id stays its own
+    return _COMPILED[key][1]
+
+
 def _run(schema: dict, data, path: tuple, locator, errors: list, kind: str):
     """Validate one section; unknown keys get a "did you mean"."""
     if not isinstance(data, dict):
@@ -386,7 +397,7 @@ def _run(schema: dict, data, path: tuple, locator, errors: list, kind: str):
         else:
             clean[key] = data[key]
     try:
-        return vol.Schema(schema)(clean)
+        return _compiled(schema)(clean)
     except vol.MultipleInvalid as exc:
         for err in exc.errors:
             sub = tuple(err.path)
