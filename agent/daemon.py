@@ -43,15 +43,29 @@ def _log_failure(task: asyncio.Task) -> None:
         log.error("%s failed: %r", task.get_name(), task.exception(), exc_info=task.exception())
 
 
-def event_concerns(iface, interface: str, device: "str | None") -> bool:
-    """Whether netifd's event for `interface` (and `device`) is about NetPath's `iface`.
+FAMILY_SUFFIXES = {"_4": "ipv4", "_6": "ipv6"}
 
-    netifd names an interface by its section (what `ifname` or `logical` hold) or, for the
-    family-specific part of a dynamic protocol, `<name>_4` / `<name>_6`; hotplug adds the
-    device on ifup and ifupdate."""
-    wanted = {interface, interface[:-2] if interface.endswith(("_4", "_6")) else interface}
-    known = {iface.name, iface.logical, iface.device} - {""}
-    return bool(wanted & known) or (device is not None and device == iface.device)
+
+def concerned(interfaces, interface: str, device: "str | None") -> list:
+    """The NetPath interfaces that netifd's event for `interface` (and `device`) is about.
+
+    netifd names an interface by its section (what `ifname` or `logical` hold) or, for one
+    family of a dynamic protocol, `<name>_4` / `<name>_6` (DHCPv6 on a PPPoE `wan` is
+    `wan_6`); hotplug adds the device on ifup and ifupdate. A plain name concerns the
+    interfaces it names, whatever their family; `<name>_6` only the IPv6 interfaces of
+    `<name>` (those it names, and those on its devices), `<name>_4` only the IPv4 ones: a
+    lost DHCPv6 lease must not take the IPv4 uplink offline."""
+
+    def named(iface, name: str) -> bool:
+        return name in {iface.name, iface.logical, iface.device} - {""}
+
+    devices = {device} if device else set()
+    base, family = interface, None
+    if not any(named(i, interface) for i in interfaces) and interface[-2:] in FAMILY_SUFFIXES:
+        base, family = interface[:-2], FAMILY_SUFFIXES[interface[-2:]]
+        devices |= {i.device for i in interfaces if base and named(i, base)}
+    return [i.name for i in interfaces
+            if (family is None or i.family == family) and ((base and named(i, base)) or i.device in devices)]
 
 
 class Agent:
@@ -413,7 +427,7 @@ class Agent:
 
     def ifevent(self, action: str, interface: str, device: "str | None" = None) -> list:
         """A netifd event (hotplug); returns the names of the interfaces it applied to."""
-        names = [t.name for t in self.trackers.values() if event_concerns(t.iface, interface, device)]
+        names = concerned([t.iface for t in self.trackers.values()], interface, device)
         for name in names:
             tracker = self.trackers[name]
             if action == "ifdown":

@@ -382,7 +382,7 @@ def test_ifevent_ifdown_and_ifup(lab2, agents, tmp_path):
 
 
 def test_ifevent_finds_the_interface_by_any_name_netifd_uses(lab2, agents, tmp_path):
-    """Hotplug passes netifd's name: the section (`wan1`), its `_4`/`_6` alias, the logical
+    """Hotplug passes netifd's name: the section (`wan1`), its `_4`/`_6` alias (one family), the logical
     interface the config's `ifname` named (mapped on the router; set in the manifest here),
     and the device. Events for interfaces NetPath does not manage change nothing."""
     bundle = compile_bundle(tmp_path, agent_config(track={"interval": 30}))
@@ -390,7 +390,9 @@ def test_ifevent_finds_the_interface_by_any_name_netifd_uses(lab2, agents, tmp_p
     manifest["model"]["interfaces"][0]["logical"] = "wanone"  # wan1: ifname "wanone" was mapped to wan1
     (bundle / "manifest.json").write_text(json.dumps(manifest))
     agent = agents(bundle)
-    assert agent.request("ifevent", action="ifdown", interface="wan1_6")["interfaces"] == ["wan1"]
+    assert agent.request("ifevent", action="ifdown", interface="wan1_6")["interfaces"] == []  # IPv6 only
+    assert agent.state("wan1") == "online"
+    assert agent.request("ifevent", action="ifdown", interface="wan1_4")["interfaces"] == ["wan1"]
     assert agent.state("wan1") == "offline"
     assert agent.request("ifevent", action="ifup", interface="wanone")["interfaces"] == ["wan1"]
     assert agent.state("wan1") == "online"

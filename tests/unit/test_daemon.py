@@ -20,7 +20,7 @@ import pytest
 from netpath.agent import bundle as bundle_mod
 from netpath.agent import health as hl
 from netpath.agent.apply import Link
-from netpath.agent.daemon import Agent, event_concerns
+from netpath.agent.daemon import Agent, concerned as concerned_by
 from netpath.agent.track import Tracker, is_tracked
 
 REPO = Path(__file__).resolve().parents[2]
@@ -47,11 +47,16 @@ def test_a_netifd_event_finds_interfaces_by_name_alias_logical_name_or_device(du
     interfaces = [replace(i, logical="wwan") if i.name == "wanb" else i for i in interfaces]
 
     def concerned(interface, device=None):
-        return [i.name for i in interfaces if event_concerns(i, interface, device)]
+        return concerned_by(interfaces, interface, device)
 
     assert concerned("wan") == ["wan"]
-    assert concerned("wan_6") == ["wan"]  # netifd's alias for the IPv6 part of "wan"
-    assert concerned("wan6_4") == ["wan6"]
+    # netifd's alias for the IPv6 part of "wan": the IPv6 interfaces on wan's device, not wan itself
+    assert concerned("wan_6") == ["wan6"]
+    assert concerned("wan_4") == ["wan"]
+    assert concerned("wan6_4") == ["wan"]  # the IPv4 part of the logical interface on wan6's device
+    assert concerned("wan6_6") == ["wan6"]
+    assert concerned("wan_6", "eth0") == ["wan6"]  # hotplug's DEVICE does not widen it to IPv4
+    assert concerned("wwan_6") == ["wanb6"]
     assert concerned("wwan") == ["wanb"]
     assert concerned("wwan_4") == ["wanb"]
     assert concerned("eth1") == ["wanb", "wanb6"]  # the configured device
