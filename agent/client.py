@@ -108,6 +108,8 @@ def render_status(reply: dict, now: float) -> str:
     digest = (bundle.get("digest") or "")[:12]
     lines = [f"NetPath {reply.get('version', '?')}, agent up {duration(reply.get('uptime'))}; "
              f"bundle {bundle.get('dir', '?')} (sha256 {digest or '?'})"]
+    if reply.get("enabled") is False:
+        return "\n".join([*lines, reply.get("message") or "NetPath is disabled"])
     interfaces = reply.get("interfaces") or []
     usable = [i["name"] for i in interfaces if i.get("usable")]
     unusable = [i["name"] for i in interfaces if not i.get("usable")]

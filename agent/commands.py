@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import time
 
+from . import VERSION
 from . import bundle as bundle_mod
 from . import health as hl
 from . import metrics as metrics_mod
@@ -20,7 +21,7 @@ from .names import DEVICE_RE, NAME_RE
 from .nft import Nft, NftError
 from .policy import alive_from_mask, decide
 
-VERSION = "0.1.0"
+DISABLED = "NetPath is disabled (globals enabled 0)"
 IFEVENT_ACTIONS = ("ifup", "ifdown", "ifupdate")
 # The arguments each command takes besides "cmd"; anything else is refused, so a request that
 # names something the agent does not do (a reload of another bundle) cannot look accepted.
@@ -65,6 +66,8 @@ class Commands:
 
     def _interface(self, request: dict, tracked: bool = True) -> str:
         name = request.get("interface")
+        if self.agent.bundle and not self.agent.model.enabled:
+            raise BadRequest(f"{DISABLED}: no interface is tracked; set it to 1 and reload")
         known = [i.name for i in self.agent.model.interfaces] if self.agent.bundle else []
         if not isinstance(name, str) or name not in known:
             raise BadRequest(f'"interface" must name an interface of the running bundle '
@@ -88,6 +91,8 @@ class Commands:
     async def _interface_rows(self) -> list:
         agent = self.agent
         model = agent.model
+        if not model.enabled:
+            return []  # nothing is tracked or routed: no interface has a state of its own
         connections = await asyncio.to_thread(metrics_mod.conntrack_by_mark, model.mask)
         rows = []
         for iface in model.interfaces:
@@ -131,6 +136,8 @@ class Commands:
     def _policy_rows(self) -> list:
         agent = self.agent
         rows = []
+        if not agent.model.enabled:
+            return rows
         for policy in agent.model.policies:
             members = policy.policy_members()
             mask = agent.loaded_masks.get(policy.name)
@@ -160,8 +167,10 @@ class Commands:
     # -- commands --------------------------------------------------------------------------------
 
     async def status(self, request: dict) -> dict:
+        enabled = self.agent.model.enabled
         return {"version": VERSION, "bundle": self._bundle_info(),
-                "uptime": round(time.time() - self.agent.started, 3),
+                "uptime": round(time.time() - self.agent.started, 3), "enabled": enabled,
+                **({} if enabled else {"message": DISABLED}),
                 "interfaces": await self._interface_rows(), "policies": self._policy_rows()}
 
     async def interfaces(self, request: dict) -> dict:

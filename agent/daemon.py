@@ -92,6 +92,7 @@ class Agent:
         self.metrics_listen = metrics_listen  # (host, port) of the optional Prometheus endpoint
         self.metrics_server = None
         self.commands = None  # commands.Commands, made when the socket or metrics endpoint opens
+        self.snapshot = None  # snapshot.SnapshotWriter: the read replies as files, beside the socket
         self.stopping = asyncio.Event()
         self._background: set = set()
         self._reloads: set = set()  # reload tasks: they run to their end whoever waits on them
@@ -127,6 +128,12 @@ class Agent:
             from . import ipc
 
             self.server = await ipc.serve(self.socket_path, self._commands().dispatch)
+            from .snapshot import SnapshotWriter
+
+            # Only once the socket is ours: a second agent refused above must not overwrite
+            # the running one's files.
+            self.snapshot = SnapshotWriter(self.socket_path, self._read, self.history)
+            self.snapshot.start()
         if self.metrics_listen:
             await self._serve_metrics(*self.metrics_listen)
         log.info("started with bundle %s (%s): %s", self.bundle_dir, self.bundle.digest[:12],
@@ -152,6 +159,14 @@ class Agent:
 
             self.commands = Commands(self)
         return self.commands
+
+    async def _read(self, cmd: str) -> dict:
+        return await self._commands().dispatch({"cmd": cmd})
+
+    def _changed(self) -> None:
+        """What the read commands show has changed (state, admin, bundle): refresh the snapshot."""
+        if self.snapshot is not None:
+            self.snapshot.changed()
 
     async def _take_over(self) -> None:
         """Apply the bundle, starting each interface in the state the kernel already shows."""
@@ -236,6 +251,8 @@ class Agent:
         if self.metrics_server is not None:
             self.metrics_server.close()
             await self.metrics_server.wait_closed()
+        if self.snapshot is not None:
+            await self.snapshot.stop()
         if self.server is not None:
             from . import ipc
 
@@ -276,6 +293,7 @@ class Agent:
                                  "to": new.status.value, "reason": new.reason})
         if step.changed or step.events:
             self._spawn(self._after_change(tracker, step.events), f"change-{tracker.name}")
+            self._changed()
 
     async def _after_change(self, tracker: Tracker, events: tuple) -> None:
         if not await self.sync():
@@ -309,6 +327,7 @@ class Agent:
                 self._retry_sync_later()
                 return False
             self.loaded_masks = wanted
+            self._changed()
             self.swaps += 1
             self.swap_seconds_last = seconds
             log.info("state swap: %s in %.2f ms", ", ".join(f"{p}={wanted[p] or '-'}" for p in changed),
@@ -423,6 +442,7 @@ class Agent:
         else:
             self.disabled.add(name)
         tracker.admin_changed(enabled)
+        self._changed()
         return tracker
 
     def ifevent(self, action: str, interface: str, device: "str | None" = None) -> list:
@@ -515,4 +535,5 @@ class Agent:
                      "" if changed else " (unchanged)",
                      ", ".join(f"{t.name} {t.health.status.value}" for t in trackers.values()) or "none")
         await self.sync()  # catch up with changes that arrived while the new bundle went in
+        self._changed()
         return changed

@@ -1,10 +1,10 @@
 """The agent's control socket: a Unix stream socket, one JSON object per line each way.
 
-    $ echo '{"cmd":"status"}' | nc -U /var/run/netpath.sock
+    $ echo '{"cmd":"status"}' | socat - UNIX-CONNECT:/var/run/netpath.sock
     {"ok": true, "version": "0.1.0", ...}
 
-One request per connection: the agent reads one line, answers with one line and closes,
-so `nc` (which waits for the other side to close) returns at once and a stuck client
+(busybox `nc` cannot: it has no Unix sockets; docs/ipc.md.) One request per connection: the
+agent reads one line, answers with one line and closes, so a client (which waits for the other side to close) returns at once and a stuck client
 can hold at most one connection slot until its deadline.
 
 The server side (`serve`) only moves bytes: it frames, parses and bounds requests and

@@ -201,6 +201,11 @@ def test_seed_form_and_every_command_over_the_raw_socket(lab2, agents, tmp_path)
         assert [i["name"] for i in status["interfaces"]] == ["wan1", "wan2"]
         assert [p["name"] for p in status["policies"]] == ["p"]
 
+    # the documented form (docs/ipc.md), with a client that speaks Unix sockets
+    documented = lab2.run("router", ["sh", "-c", """echo '{"cmd":"status"}' | socat - UNIX-CONNECT:"$1" """,
+                                     "sh", sock], timeout=15)
+    assert json.loads(documented.stdout)["bundle"] == status["bundle"]
+
     interfaces = ask(sock, {"cmd": "interfaces"})
     for row in interfaces["interfaces"]:
         assert set(row) == IFACE_KEYS, set(row) ^ IFACE_KEYS
@@ -959,3 +964,17 @@ def _helper_main(argv: list) -> int:
 
 if __name__ == "__main__":
     sys.exit(_helper_main(sys.argv[1:]))
+
+
+def test_a_globally_disabled_config_says_so_not_a_state_per_interface(lab2, agents, tmp_path):
+    text = agent_config().replace('nft_table = "netpath"', 'nft_table = "netpath"\nenabled = false', 1)
+    agent = agents(compile_bundle(tmp_path, text))
+    status = agent.request("status")
+    assert status["enabled"] is False and status["message"] == "NetPath is disabled (globals enabled 0)"
+    assert status["interfaces"] == [] and status["policies"] == []
+    assert agent.request("interfaces")["interfaces"] == []
+    refused = agent.request("disable", check=False, interface="wan1")
+    assert refused["ok"] is False and "NetPath is disabled (globals enabled 0)" in refused["error"]
+    shown = lab2.run("router", [NETPATH, "status", "--socket", agent.socket], timeout=30)
+    lines = shown.stdout.splitlines()
+    assert lines[0].startswith("NetPath 0.1.0, agent up ") and lines[1:] == ["NetPath is disabled (globals enabled 0)"]

@@ -35,7 +35,7 @@ JSON_FILES = sorted(APP.rglob("*.json")) + [HERE / "package.json"]
 
 
 def plugin_list() -> dict:
-    proc = subprocess.run([sys.executable, str(PLUGIN), "list"], capture_output=True, text=True, timeout=60,
+    proc = subprocess.run(["busybox", "sh", str(PLUGIN), "list"], capture_output=True, text=True, timeout=60,
                           stdin=subprocess.DEVNULL)
     assert proc.returncode == 0, proc.stderr
     return json.loads(proc.stdout)
@@ -163,9 +163,15 @@ def test_acl_names_only_the_plugins_methods_and_keeps_config_out_of_the_status_g
         assert all(action not in spec["read"]["ubus"]["luci.netpath"] for spec in acl.values())
 
 
-def test_rpcd_plugin_is_an_executable_python3_script():
+def test_rpcd_plugin_is_an_executable_shell_script():
+    # busybox ash, not Python: rpcd starts the program for every call, and LuCI polls
+    # (the reads are served from the agent's snapshot files; bench/bench_luci_poll.py).
     assert os.access(PLUGIN, os.X_OK), "rpcd only runs plugins with the owner-execute bit"
-    assert PLUGIN.read_text().startswith("#!/usr/bin/python3\n")
+    assert PLUGIN.read_text().startswith("#!/bin/sh\n")
+    syntax = subprocess.run(["busybox", "sh", "-n", str(PLUGIN)], capture_output=True, text=True, timeout=30)
+    assert syntax.returncode == 0, syntax.stderr
+    lint = subprocess.run(["shellcheck", str(PLUGIN)], capture_output=True, text=True, timeout=60)
+    assert lint.returncode == 0, lint.stdout
     mode = subprocess.run(["git", "ls-files", "-s", str(PLUGIN.relative_to(REPO))], cwd=REPO, capture_output=True,
                           text=True, timeout=30).stdout.split()
     if mode:  # committed: git must carry the bit, luci.mk copies modes as they are

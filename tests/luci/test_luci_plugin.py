@@ -15,6 +15,7 @@ import os
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -29,9 +30,12 @@ AGENT_METHODS = ("status", "interfaces", "metrics", "history", "enable", "disabl
 TEST_NET = "203.0.113.10"
 
 
-def run_plugin(argv, stdin="", socket_path="/nonexistent/netpath.sock", bundle="/nonexistent/bundle", prefix=()):
-    env = {**os.environ, "NETPATH_SOCKET": str(socket_path), "NETPATH_BUNDLE": str(bundle)}
-    return subprocess.run([*prefix, sys.executable, str(PLUGIN), *argv], input=stdin, capture_output=True,
+def run_plugin(argv, stdin="", socket_path="/nonexistent/netpath.sock", bundle="/nonexistent/bundle", prefix=(),
+               python=sys.executable):
+    """The plugin as rpcd runs it on OpenWrt: under busybox ash, its Python half on PATH's python3
+    (here NETPATH_PYTHON: the interpreter that has NetPath installed)."""
+    env = {**os.environ, "NETPATH_SOCKET": str(socket_path), "NETPATH_BUNDLE": str(bundle), "NETPATH_PYTHON": python}
+    return subprocess.run([*prefix, "busybox", "sh", str(PLUGIN), *argv], input=stdin, capture_output=True,
                           text=True, timeout=60, env=env)
 
 
@@ -291,9 +295,91 @@ def lab_agent(lab_module, tmp_path_factory):
         agent.stop()
 
 
-def lab_call(agent, method, args=None, in_router=False) -> dict:
+def lab_call(agent, method, args=None, in_router=False, **kw) -> dict:
     prefix = ["ip", "netns", "exec", agent.lab.router] if in_router else []
-    return call(method, args, socket_path=agent.socket, bundle=agent.bundle, prefix=prefix)
+    return call(method, args, socket_path=agent.socket, bundle=agent.bundle, prefix=prefix, **kw)
+
+
+NO_PYTHON = "/bin/false"  # as NETPATH_PYTHON: a call that reached the Python half answers nothing
+
+
+def wait_for(predicate, timeout=5.0):
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.05)
+    return True
+
+
+@pytest.mark.lab
+def test_overview_reads_are_served_from_the_snapshot_without_python(lab_agent):
+    session = {"ubus_rpc_session": "0123456789abcdef0123456789abcdef"}  # what rpcd adds for LuCI
+    status = lab_call(lab_agent, "status", session, python=NO_PYTHON)
+    direct = lab_agent.request("status")
+    assert status["ok"] is True and isinstance(status["snapshot"], float)
+    assert {k: status[k] for k in ("version", "bundle", "enabled")} == \
+        {k: direct[k] for k in ("version", "bundle", "enabled")}
+    assert [(i["name"], i["device"], i["state"], i["admin"]) for i in status["interfaces"]] == \
+        [(i["name"], i["device"], i["state"], i["admin"]) for i in direct["interfaces"]]
+    assert [p["name"] for p in status["policies"]] == ["balanced"]
+    interfaces = lab_call(lab_agent, "interfaces", {}, python=NO_PYTHON)
+    assert [i["name"] for i in interfaces["interfaces"]] == ["wan1", "wan2"]
+    lab_agent.request("disable", interface="wan2")
+    lab_agent.request("enable", interface="wan2")
+    full = lab_agent.request("history")["history"]
+    assert len(full) >= 2
+    assert wait_for(lambda: lab_call(lab_agent, "history", {}, python=NO_PYTHON)["history"] == full)
+    for args, expected in (({**session, "limit": 1}, full[-1:]), ({"limit": 200}, full), ({}, full)):
+        reply = lab_call(lab_agent, "history", args, python=NO_PYTHON)
+        assert reply == {"ok": True, "history": expected}
+    # what the snapshot cannot answer still reaches Python, which checks it
+    refused = lab_call(lab_agent, "history", {"limit": "5"})
+    assert refused["ok"] is False and '"limit" must be a whole number' in refused["error"]
+    with pytest.raises(AssertionError):
+        lab_call(lab_agent, "metrics", python=NO_PYTHON)
+
+
+@pytest.mark.lab
+def test_the_snapshot_follows_a_change_at_once(lab_agent):
+    def admin_of_wan1():
+        reply = lab_call(lab_agent, "status", python=NO_PYTHON)
+        return next(i["admin"] for i in reply["interfaces"] if i["name"] == "wan1")
+
+    try:
+        assert lab_call(lab_agent, "disable", {"interface": "wan1"})["ok"] is True
+        # well before the periodic rewrite (every 5 s): the change itself triggers a write
+        assert wait_for(lambda: admin_of_wan1() == "disabled", timeout=2.0)
+        history = lab_call(lab_agent, "history", {"limit": 1}, python=NO_PYTHON)["history"]
+        assert history[-1]["interface"] == "wan1" and history[-1]["to"] == "disabled"
+    finally:
+        lab_call(lab_agent, "enable", {"interface": "wan1"})
+    assert wait_for(lambda: admin_of_wan1() == "enabled", timeout=2.0)
+
+
+@pytest.mark.lab
+def test_a_stopped_or_killed_agent_is_reported_not_running(lab, tmp_path):
+    from netpath.agent import snapshot
+
+    config = labagent.write_lab_config(tmp_path / "etc")
+    bundle = labagent.compile_bundle(config, tmp_path / "bundle", check=False)
+    files = snapshot.paths(str(tmp_path / "agent.sock"))
+    for ending in ("stop", "kill"):
+        agent = labagent.LabAgent(lab, bundle, tmp_path).start()
+        try:
+            assert wait_for(lambda: os.path.exists(files["history"]))
+            assert Path(files["pid"]).read_text() == f"{agent.process.pid}\n"
+            if ending == "stop":
+                agent.stop()
+                assert not any(os.path.exists(f) for f in files.values()), "removed on a clean stop"
+            else:
+                agent.process.kill()
+                agent.process.wait(10)
+                assert os.path.exists(files["status"]), "a killed agent leaves its files"
+            reply = call("status", socket_path=agent.socket)  # the stale files are not served
+            assert reply["ok"] is False and reply["agent"] == "not running", reply
+        finally:
+            agent.stop()
 
 
 @pytest.mark.lab

@@ -246,10 +246,11 @@ class HarnessServer:
     # -- the rpcd plugin ---------------------------------------------------------------------
 
     def _plugin_env(self) -> dict:
-        return {**os.environ, "NETPATH_SOCKET": self.socket, "NETPATH_BUNDLE": self.bundle}
+        return {**os.environ, "NETPATH_SOCKET": self.socket, "NETPATH_BUNDLE": self.bundle,
+                "NETPATH_PYTHON": sys.executable}
 
     def _plugin_list(self) -> dict:
-        proc = subprocess.run([*self.plugin_prefix, sys.executable, str(PLUGIN), "list"],
+        proc = subprocess.run([*self.plugin_prefix, "busybox", "sh", str(PLUGIN), "list"],
                               capture_output=True, text=True, timeout=PLUGIN_TIMEOUT,
                               env=self._plugin_env(), stdin=subprocess.DEVNULL)
         return json.loads(proc.stdout)
@@ -257,7 +258,7 @@ class HarnessServer:
     def call_plugin(self, method: str, args: dict):
         if method not in self.plugin_methods:
             return [UBUS_METHOD_NOT_FOUND]
-        proc = subprocess.run([*self.plugin_prefix, sys.executable, str(PLUGIN), "call", method],
+        proc = subprocess.run([*self.plugin_prefix, "busybox", "sh", str(PLUGIN), "call", method],
                               input=json.dumps({**args, "ubus_rpc_session": "harness"}),
                               capture_output=True, text=True, timeout=PLUGIN_TIMEOUT, env=self._plugin_env())
         try:

@@ -360,9 +360,17 @@ return view.extend({
 				(status.bundle && status.bundle.digest || '').substring(0, 12))
 		]));
 
+		if (status.enabled === false) {
+			// disabled in the config: nothing is tracked, no interface has a state of its own
+			dom.append(banner, E('div', { 'class': 'alert-message notice' }, [
+				status.message || _('NetPath is disabled (globals enabled 0)')
+			]));
+		}
+
 		dom.content(uplinks, status.interfaces.length
 			? status.interfaces.map((iface) => this.renderUplink(iface, this.addSample(iface, now)))
-			: E('em', {}, [ _('No interfaces are configured.') ]));
+			: E('em', {}, [ status.enabled === false ? _('No interface is tracked while NetPath is disabled.')
+				: _('No interfaces are configured.') ]));
 
 		dom.content(policies, this.renderPolicies(status.policies));
 		dom.content(events, this.renderHistory(history.ok ? history.history : []));
