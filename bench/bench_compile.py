@@ -1,17 +1,25 @@
-"""How long `netpath compile --no-check` takes for the largest example, next to the cost
-of starting Python at all, measured in the same run on the same machine.
+"""How fast NetPath compiles, next to baselines measured in the same run on the same machine.
 
-    python bench/bench_compile.py [--runs N] [CONFIG]
+    python bench/bench_compile.py [--rounds N] [--fleet 200] [--quick]
 
-Prints figures and ratios; asserts nothing. The kernel check is left out on purpose: it
-is the time of `unshare` + `nft`, not of NetPath.
+1. warm in-process build (load -> validate -> resolve -> render -> manifest) of
+   examples/all_modes.uci, against `python -c pass` run by a plain venv of the same
+   interpreter (no site-packages of NetPath's): interleaved, one of each per round.
+2. warm builds of 1,000 and 5,000 generated user rules (bench/rulegen.py): ms and ms per
+   rule, to show it is linear.
+3. the kernel check: one `unshare` + `nft -f -` per bundle, and one for many bundles.
+4. a fleet: 200 small router configs (the examples, copied) by one `netpath compile
+   CONFIGDIR -o OUTDIR`, against 200 separate `netpath compile CONFIG -o DIR` processes;
+   both with the kernel check, as a user runs them.
+
+Prints figures and ratios (median, and min in parentheses); asserts nothing. The machine
+is shared: compare the ratios, and re-run (e.g. under `nice`) before trusting absolutes.
 """
 
 from __future__ import annotations
 
 import argparse
-import contextlib
-import io
+import shutil
 import statistics
 import subprocess
 import sys
@@ -20,73 +28,117 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-TIMEOUT = 120
+sys.path.insert(0, str(ROOT / "bench"))
+
+from rulegen import many_rules_config  # noqa: E402
+
+TIMEOUT = 600
+SMALL = ["seed.uci", "dual_wan_failover.uci", "three_wan_balanced.uci", "lte_backup.uci", "dual_stack.uci"]
 
 
-def largest_example() -> Path:
-    configs = [p for p in (ROOT / "examples").iterdir() if p.suffix in (".uci", ".toml", ".yaml")]
-    return max(configs, key=lambda p: p.stat().st_size)
+def _timed(fn) -> float:
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
 
 
-def time_subprocess(argv: list, runs: int) -> list:
-    times = []
-    for _ in range(runs):
-        start = time.perf_counter()
-        subprocess.run(argv, check=True, capture_output=True, timeout=TIMEOUT)
-        times.append(time.perf_counter() - start)
-    return times
+def _run(argv: list) -> None:
+    subprocess.run(argv, check=True, capture_output=True, timeout=TIMEOUT)
 
 
-def time_in_process(config: Path, out: Path, runs: int) -> tuple:
-    """(first call with imports, later calls). Each call writes into a fresh directory,
-    so every run does the full job, including the atomic write."""
-    from netpath.compiler import cli  # imported here: the first call pays for jinja2 & co
+def plain_venv(directory: Path) -> Path:
+    """A venv of this interpreter with nothing installed: Python's own start-up."""
+    base = Path(getattr(sys, "_base_executable", sys.executable))
+    _run([str(base), "-m", "venv", "--without-pip", str(directory)])
+    return directory / "bin" / "python"
 
-    times = []
-    for i in range(runs + 1):
-        target = out / f"run{i}"
-        start = time.perf_counter()
-        with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
-            status = cli.main(["compile", str(config), "-o", str(target), "--no-check"])
-        times.append(time.perf_counter() - start)
-        if status != 0:
-            raise SystemExit(f"compile failed with status {status}")
-    return times[0], times[1:]
+
+def fmt(times: list) -> str:
+    return f"{statistics.median(times) * 1000:8.1f} ms ({min(times) * 1000:.1f})"
+
+
+def bench_warm(rounds: int, python: Path, configs: dict) -> None:
+    from netpath.compiler import pipeline
+
+    for path in configs.values():  # first builds pay for imports and the template cache
+        pipeline.build(str(path), map_devices=False)
+    samples = {name: [] for name in configs}
+    startup = []
+    for _ in range(rounds):
+        startup.append(_timed(lambda: _run([str(python), "-c", "pass"])))
+        for name, path in configs.items():
+            samples[name].append(_timed(lambda: pipeline.build(str(path), map_devices=False)))
+    med = statistics.median
+    print(f"warm in-process builds, {rounds} rounds interleaved with the baseline, median (min):")
+    print(f"  {'python -c pass (plain venv, baseline)':44s} {fmt(startup)}")
+    for name, times in samples.items():
+        print(f"  {name:44s} {fmt(times)}   {med(times) / med(startup):5.2f} x baseline")
+    for name in configs:
+        if name.endswith("rules"):
+            count = int(name.split()[0].replace(",", ""))
+            print(f"  per rule, {name:34s} {med(samples[name]) / count * 1e6:8.1f} us")
+
+
+def bench_check(rounds: int, fleet_files: list) -> None:
+    from netpath.compiler import check, pipeline
+
+    one = pipeline.build(str(ROOT / "examples" / "all_modes.uci"), map_devices=False)
+    single = [_timed(lambda: check.check_files(one.files)) for _ in range(rounds)]
+    many = [_timed(lambda: check.check_many(fleet_files)) for _ in range(max(3, rounds // 5))]
+    print("kernel check (unshare + one nft -f - per namespace):")
+    print(f"  {'all_modes.uci (' + str(len(one.files) - 1) + ' files)':44s} {fmt(single)}")
+    print(f"  {str(len(fleet_files)) + ' small bundles in one namespace':44s} {fmt(many)}")
+
+
+def bench_fleet(count: int, rounds: int, workdir: Path) -> None:
+    configs = workdir / "fleet"
+    configs.mkdir()
+    for i in range(count):
+        name = SMALL[i % len(SMALL)]
+        shutil.copy(ROOT / "examples" / name, configs / f"router{i:03d}.uci")
+    netpath = [sys.executable, "-m", "netpath.compiler.cli", "compile"]
+    one_process, separate = [], []
+    for r in range(rounds):
+        out = workdir / f"one{r}"
+        one_process.append(_timed(lambda: _run(netpath + [str(configs), "-o", str(out)])))
+        out = workdir / f"sep{r}"
+
+        def each():
+            for path in sorted(configs.iterdir()):
+                _run(netpath + [str(path), "-o", str(out / path.stem)])
+        separate.append(_timed(each))
+    med = statistics.median
+    print(f"fleet: {count} small router configs with the kernel check, {rounds} rounds interleaved:")
+    print(f"  {'one netpath compile CONFIGDIR -o OUTDIR':44s} {fmt(one_process)}")
+    print(f"  {str(count) + ' netpath compile processes (baseline)':44s} {fmt(separate)}")
+    print(f"  one process / separate processes            {med(one_process) / med(separate):6.3f} x")
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("config", nargs="?", type=Path, default=None)
-    parser.add_argument("--runs", type=int, default=15)
+    parser.add_argument("--rounds", type=int, default=20)
+    parser.add_argument("--fleet", type=int, default=200)
+    parser.add_argument("--fleet-rounds", type=int, default=3)
+    parser.add_argument("--quick", action="store_true", help="skip the fleet (slowest part)")
     args = parser.parse_args()
-    config = args.config or largest_example()
-
     with tempfile.TemporaryDirectory(prefix="netpath-bench-") as tmp:
-        out = Path(tmp)
-        first, warm = time_in_process(config, out, args.runs)
-        files = sum(1 for p in (out / "run0").rglob("*") if p.is_file())
-        python = time_subprocess([sys.executable, "-c", "pass"], args.runs)
-        python_s = time_subprocess([sys.executable, "-S", "-c", "pass"], args.runs)
-        compile_cli = time_subprocess([sys.executable, "-m", "netpath.compiler.cli", "compile", str(config),
-                                       "-o", str(out / "sub"), "--no-check"], args.runs)
+        work = Path(tmp)
+        python = plain_venv(work / "venv")
+        configs = {"examples/all_modes.uci": ROOT / "examples" / "all_modes.uci"}
+        for count in (1000, 5000):
+            path = work / f"rules{count}.uci"
+            path.write_text(many_rules_config(count))
+            configs[f"{count:,} rules"] = path
+        bench_warm(args.rounds, python, configs)
 
-    med = statistics.median
-    print(f"config: {config.relative_to(ROOT) if config.is_relative_to(ROOT) else config} "
-          f"({files} files in the bundle), {args.runs} runs each, median (min)")
-    rows = [
-        ("python -c pass", python),
-        ("python -S -c pass", python_s),
-        ("netpath compile --no-check (subprocess)", compile_cli),
-        ("in-process compile, warm", warm),
-    ]
-    for label, times in rows:
-        print(f"  {label:42s} {med(times) * 1000:8.1f} ms  ({min(times) * 1000:.1f} ms)")
-    print(f"  {'in-process compile, first call (imports)':42s} {first * 1000:8.1f} ms")
-    print("ratios (median):")
-    print(f"  subprocess compile / python start-up   {med(compile_cli) / med(python):6.1f} x")
-    print(f"  subprocess compile - python start-up   {(med(compile_cli) - med(python)) * 1000:6.1f} ms")
-    print(f"  warm in-process / python start-up      {med(warm) / med(python):6.2f} x")
-    print(f"  per bundle file, warm in-process       {med(warm) / files * 1000:6.2f} ms")
+        from netpath.compiler import pipeline
+
+        small = [pipeline.build(str(ROOT / "examples" / SMALL[i % len(SMALL)]), map_devices=False)
+                 for i in range(args.fleet)]
+        bench_check(args.rounds, [(b.files, b.model.table) for b in small])
+        if not args.quick:
+            bench_fleet(args.fleet, args.fleet_rounds, work)
+    print("(2-core VM shared with other work: ratios are from the same run; absolutes vary with load)")
     return 0
 
 

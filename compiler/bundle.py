@@ -1,6 +1,7 @@
 """Stage 5: lay the bundle down atomically, and only where a bundle belongs.
 
-Files are written into a fresh sibling directory and fsynced; then that directory is
+Files are written into a fresh sibling directory and synced (one syncfs for all the
+bundles of a fleet compile); then that directory is
 swapped with the old one in one rename(2) (RENAME_EXCHANGE), so a reader sees either the
 whole old bundle or the whole new one, and a crash or error leaves the old one in place.
 
@@ -166,27 +167,109 @@ def _exchange(a: Path, b: Path) -> bool:
 def write(directory: Path, files: dict) -> None:
     """Write `files` as the complete content of `directory`, atomically. Raises NotABundle
     (nothing touched) or WriteFailed (the previous bundle intact, no staging left)."""
-    directory = Path(directory)
-    check_target(directory)
+    failure = write_many([(directory, files)])[0]
+    if failure is not None:
+        raise failure
+
+
+def write_many(bundles: list) -> list:
+    """`write` for several `(directory, files)` at once (a fleet compile): every bundle is
+    staged first, the file system is synced once (syncfs: one flush instead of an fsync
+    per file), then each staged directory is swapped in. Returns one OutputError or None
+    per bundle; a failing bundle leaves its directory as it was and does not stop the rest."""
+    results: list = [None] * len(bundles)
+    staged = []
+    for index, (directory, files) in enumerate(bundles):
+        directory = Path(directory)
+        try:
+            check_target(directory)
+            staged.append((index, directory, _stage(directory.resolve(), files)))
+        except OutputError as exc:
+            results[index] = exc
+        except (OSError, RuntimeError) as exc:  # RuntimeError: resolve() met a symlink loop
+            results[index] = _failed(directory, exc)
     try:
-        _write(directory.resolve(), files)
-    except (OSError, RuntimeError) as exc:  # RuntimeError: resolve() met a symlink loop
-        cause = getattr(exc, "strerror", None) or str(exc)
-        raise WriteFailed(f"{directory}: cannot write the bundle: {cause}") from None
+        _sync([staging for _, _, staging in staged])
+    except OSError as exc:
+        for index, directory, staging in staged:
+            shutil.rmtree(staging, ignore_errors=True)
+            results[index] = _failed(directory, exc)
+        return results
+    for index, directory, staging in staged:
+        try:
+            _swap(staging, directory.resolve())
+        except (OSError, RuntimeError) as exc:
+            results[index] = _failed(directory, exc)
+    return results
 
 
-def _write(directory: Path, files: dict) -> None:
+def _failed(directory: Path, exc: Exception) -> WriteFailed:
+    cause = getattr(exc, "strerror", None) or str(exc)
+    return WriteFailed(f"{directory}: cannot write the bundle: {cause}")
+
+
+def _stage(directory: Path, files: dict) -> Path:
+    """A fresh sibling of `directory` holding `files` (not yet synced); removed on error."""
     directory.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{directory.name}.new-", dir=directory.parent))
     try:
+        made = {staging}
         for rel, text in files.items():
             path = staging / rel
-            path.parent.mkdir(parents=True, exist_ok=True)
+            if path.parent not in made:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                made.add(path.parent)
             with open(path, "w", encoding="utf-8") as handle:
                 handle.write(text)
-                handle.flush()
-                os.fsync(handle.fileno())
         os.chmod(staging, 0o755)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return staging
+
+
+def _syncfs():
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        return libc.syncfs
+    except (OSError, AttributeError):
+        return None
+
+
+def _sync(stagings: list) -> None:
+    """Make the staged files durable before any rename: one syncfs(2) per file system, or
+    an fsync of every staged file and directory where syncfs is missing."""
+    syncfs = _syncfs()
+    if syncfs is None:
+        for staging in stagings:
+            for path in sorted(staging.rglob("*")) + [staging]:
+                _fsync(path)
+        return
+    done = set()
+    for staging in stagings:
+        device = os.stat(staging).st_dev
+        if device not in done:
+            done.add(device)
+            fd = os.open(staging, os.O_RDONLY)
+            try:
+                if syncfs(fd) != 0:
+                    err = ctypes.get_errno()
+                    raise OSError(err, os.strerror(err))
+            finally:
+                os.close(fd)
+
+
+def _fsync(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _swap(staging: Path, directory: Path) -> None:
+    """Put the synced `staging` in place of `directory` in one rename; the old one goes."""
+    try:
         if directory.exists():
             if not _exchange(staging, directory):
                 old = directory.with_name(f".{directory.name}.old-{os.getpid()}")
@@ -200,11 +283,7 @@ def _write(directory: Path, files: dict) -> None:
         else:
             os.rename(staging, directory)
             staging = None
-        dirfd = os.open(directory.parent, os.O_RDONLY)
-        try:
-            os.fsync(dirfd)
-        finally:
-            os.close(dirfd)
+        _fsync(directory.parent)
     finally:
         if staging is not None and staging.exists():
             shutil.rmtree(staging, ignore_errors=True)

@@ -490,3 +490,72 @@ def test_every_alive_subset_of_a_policy_gets_a_state_file():
     policy = _resolved(RESOLVE_CONFIG).policy("p")
     assert sorted(policy.states) == ["00", "01", "10", "11"]
     assert policy.states["10"] == "states/p/10.nft"
+
+
+# --- several configs in one process ------------------------------------------------------------
+
+
+def test_compile_builds_several_config_and_dir_pairs_in_one_run(tmp_path):
+    good = ["dual_wan_failover.uci", "three_wan_balanced.toml", "lte_backup.yaml"]
+    argv = []
+    for i, name in enumerate(good):
+        argv += [EXAMPLES / name, "-o", tmp_path / f"out{i}"]
+    bad = tmp_path / "bad.uci"
+    bad.write_text(BAD_CONFIG)
+    kept = tmp_path / "kept"
+    assert netpath("compile", EXAMPLES / "seed.uci", "-o", kept).returncode == 0
+    before = tree_bytes(kept)
+
+    proc = netpath("compile", *argv, bad, "-o", kept)
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr.startswith(f"{bad}:8: member 'wan_m1' option 'weight'")
+    for i, name in enumerate(good):
+        assert tree_bytes(tmp_path / f"out{i}") == {k: v.encode() for k, v in build(name).files.items()}
+        assert f"wrote {tmp_path / f'out{i}'} (changed)" in proc.stdout
+    assert tree_bytes(kept) == before  # the bad config left its bundle alone
+
+
+def test_compile_a_directory_of_configs_into_a_directory_of_bundles(tmp_path):
+    configs = tmp_path / "configs"
+    configs.mkdir()
+    for name in ("seed.uci", "dual_stack.toml", "all_modes.uci"):
+        shutil.copy(EXAMPLES / name, configs / name)
+    (configs / ".hidden.uci").write_text("not a config")
+    out = tmp_path / "bundles"
+    proc = netpath("compile", configs, "-o", out)
+    assert proc.returncode == 0, proc.stderr
+    assert sorted(p.name for p in out.iterdir()) == ["all_modes", "dual_stack", "seed"]
+    for name in ("seed.uci", "dual_stack.toml", "all_modes.uci"):
+        expected = pipeline.build(str(configs / name)).files
+        assert tree_bytes(out / Path(name).stem) == {k: v.encode() for k, v in expected.items()}
+
+    (configs / "seed.toml").write_text((EXAMPLES / "seed.toml").read_text())
+    clash = netpath("compile", configs, "-o", out)
+    assert clash.returncode == 2 and "Traceback" not in clash.stderr
+    assert clash.stderr.strip() == (f"netpath compile: {configs / 'seed.toml'} and {configs / 'seed.uci'} "
+                                    f"would both write {out / 'seed'}")
+
+
+def test_compile_refuses_configs_without_their_own_output(tmp_path):
+    proc = netpath("compile", EXAMPLES / "seed.uci", EXAMPLES / "dual_stack.uci", "-o", tmp_path / "x")
+    assert proc.returncode == 2 and proc.stdout == ""
+    assert proc.stderr.strip() == "netpath compile: 2 configs and 1 -o: give each CONFIG its own -o DIR"
+    same = netpath("compile", EXAMPLES / "seed.uci", "-o", tmp_path / "x",
+                   EXAMPLES / "dual_stack.uci", "-o", tmp_path / "x")
+    assert same.returncode == 2 and same.stderr.strip() == "netpath compile: two configs name the same -o DIR"
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.lab
+def test_one_kernel_check_for_several_bundles_names_only_the_broken_one():
+    names = ["dual_wan_failover.uci", "seed.uci", "all_modes.uci"]
+    builds = [build(name) for name in names]
+    bundles = [(b.files, b.model.table) for b in builds]
+    assert check.check_many(bundles) == [None, None, None]
+    broken = dict(builds[0].files)
+    state = "states/wan_wanb/11.nft"
+    broken[state] = broken[state].replace("goto mark_if_wan ", "goto mark_if_nowhere ", 1)
+    results = check.check_many([bundles[2], (broken, builds[0].model.table), bundles[1]])
+    assert results[0] is None and results[2] is None
+    assert isinstance(results[1], check.CheckFailed) and not results[1].system
+    assert any(line.startswith(f"{state}:") and "policy wan_wanb" in line for line in results[1].lines)
