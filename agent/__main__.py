@@ -16,23 +16,31 @@ import os
 import sys
 
 from .hooks import DEFAULT_DIRECTORY as DEFAULT_HOOKS
+from .names import AGENT_LOG_LEVELS, host_port
+
+
+SYSLOG_ADDRESS = "/dev/log"
 
 
 def _logging(level: str, syslog: bool) -> None:
-    handlers = [logging.StreamHandler(sys.stderr)]
-    handlers[0].setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
-    if syslog and os.path.exists("/dev/log"):
-        handler = logging.handlers.SysLogHandler(address="/dev/log")
+    """To stderr; with --syslog (and a syslog socket) to syslog instead, facility daemon, each
+    record at its own priority. procd files every line of a service's stderr under daemon.err,
+    so on OpenWrt the init script passes --syslog and `logread -l` tells info from errors."""
+    if syslog and os.path.exists(SYSLOG_ADDRESS):
+        handler = logging.handlers.SysLogHandler(address=SYSLOG_ADDRESS,
+                                                 facility=logging.handlers.SysLogHandler.LOG_DAEMON)
         handler.setFormatter(logging.Formatter("netpath-agent[%(process)d]: %(message)s"))
-        handlers.append(handler)
-    logging.basicConfig(level=getattr(logging, level.upper()), handlers=handlers, force=True)
+    else:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+    logging.basicConfig(level=getattr(logging, level.upper()), handlers=[handler], force=True)
 
 
 def _host_port(text: str) -> tuple:
-    host, sep, port = text.rpartition(":")
-    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
-        raise argparse.ArgumentTypeError(f"{text!r}: expected HOST:PORT, e.g. 127.0.0.1:9101")
-    return host.strip("[]"), int(port)
+    try:
+        return host_port(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def main(argv=None) -> int:
@@ -47,8 +55,8 @@ def main(argv=None) -> int:
                    help=f"directory of hook scripts (default {DEFAULT_HOOKS})")
     p.add_argument("--keep", action="store_true",
                    help="on SIGTERM leave the last state in the kernel instead of removing it")
-    p.add_argument("--log-level", default="info", choices=("debug", "info", "warning", "error"))
-    p.add_argument("--syslog", action="store_true", help="also log to syslog (/dev/log)")
+    p.add_argument("--log-level", default="info", choices=AGENT_LOG_LEVELS)
+    p.add_argument("--syslog", action="store_true", help="log to syslog (/dev/log, facility daemon) instead of stderr")
     p.add_argument("--metrics-listen", metavar="HOST:PORT", type=_host_port,
                    help="also serve the Prometheus metrics at http://HOST:PORT/metrics (off by default; "
                         "no authentication: bind to loopback or the LAN)")

@@ -167,6 +167,29 @@ def desired_rules(b: bundle_mod.Bundle, links: dict) -> dict:
     return wanted
 
 
+# mwan3 puts its ip rules at 1000+id (iif), 2000+id (fwmark lookup, and its blackhole and
+# unreachable marks) and 3000+id (fwmark unreachable), without a protocol. NetPath's own rules
+# sit in the same ranges, tagged with its route protocol.
+MWAN3_PREFS = range(1001, 4000)
+
+
+def mwan3_rules(protocol: int) -> list:
+    """ip rules that look like a running mwan3's (both families), as `ip rule` prints them:
+    NetPath and mwan3 would fight over the same marks and preferences."""
+    found = []
+    for family in ("ipv4", "ipv6"):
+        for entry in ip_json(family, "rule", "show"):
+            if str(entry.get("protocol", "")) == str(protocol) or entry.get("priority") not in MWAN3_PREFS:
+                continue
+            if "fwmark" in entry or entry.get("iif"):
+                match = f"fwmark {entry['fwmark']}/{entry.get('fwmask', '0xffffffff')}" if "fwmark" in entry \
+                    else f"iif {entry['iif']}"
+                target = entry.get("action") if entry.get("action") in ("unreachable", "blackhole") \
+                    else f"lookup {entry.get('table', '?')}"
+                found.append(f"{entry['priority']}: {match} {target}")
+    return found
+
+
 def sync_rules(wanted: dict, protocol: int) -> int:
     """Make NetPath's ip rules exactly `wanted`; touch nothing else. Returns changes made."""
     changes = 0

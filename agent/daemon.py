@@ -108,6 +108,8 @@ class Agent:
 
     async def start(self) -> None:
         self.bundle = await asyncio.to_thread(bundle_mod.read, self.bundle_dir)
+        if self.model.enabled:
+            await asyncio.to_thread(_refuse_beside_mwan3, self.model.route_protocol)
         self.hooks.start()
         if not self.model.enabled:
             log.warning("NetPath is disabled in the config (globals enabled 0): removed its state, "
@@ -537,3 +539,13 @@ class Agent:
         await self.sync()  # catch up with changes that arrived while the new bundle went in
         self._changed()
         return changed
+
+
+def _refuse_beside_mwan3(protocol: int) -> None:
+    rules = apply_mod.mwan3_rules(protocol)
+    if rules:
+        shown = "; ".join(rules[:3]) + (f"; and {len(rules) - 3} more" if len(rules) > 3 else "")
+        raise apply_mod.ApplyError(
+            f"mwan3 is running (its ip rules: {shown}): NetPath and mwan3 cannot route side by side; "
+            "stop and disable mwan3 first (/etc/init.d/mwan3 stop; /etc/init.d/mwan3 disable), "
+            "see docs/mwan3-migration.md")

@@ -29,3 +29,17 @@ def plain_ip(text: str):
     if "%" in str(text):
         raise ValueError(f"{text!r}: a zone id (%...) is not allowed here")
     return ipaddress.ip_address(text)
+
+
+AGENT_LOG_LEVELS = ("debug", "info", "warning", "error")
+
+
+def host_port(text: str) -> tuple:
+    """`HOST:PORT` (`[v6]:PORT` too) -> (host, port); ValueError naming the text otherwise.
+    The agent's --metrics-listen and the config's globals 'metrics_listen' use it."""
+    host, sep, port = str(text).rpartition(":")
+    host = host.strip("[]")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536 or any(
+            c.isspace() for c in host):
+        raise ValueError(f"{text!r}: expected HOST:PORT, e.g. 127.0.0.1:9101")
+    return host, int(port)

@@ -14,8 +14,8 @@ import re
 import voluptuous as vol
 
 from netpath.agent import marks
-from netpath.agent.names import (DEVICE_RE, DEVICE_SHAPE, NAME_RE, NAME_SHAPE, TABLE_RE, TABLE_SHAPE,
-                                 plain_ip)
+from netpath.agent.names import (AGENT_LOG_LEVELS, DEVICE_RE, DEVICE_SHAPE, NAME_RE, NAME_SHAPE, TABLE_RE,
+                                 TABLE_SHAPE, host_port, plain_ip)
 from netpath.agent.policy import LAST_RESORTS, MODES
 
 from .load import TRACK_OPTIONS
@@ -133,6 +133,14 @@ def Pattern(regex, what):
 Name = Pattern(NAME_RE, NAME_SHAPE)
 Device = Pattern(DEVICE_RE, DEVICE_SHAPE)
 TableName = Pattern(TABLE_RE, TABLE_SHAPE)
+
+
+def HostPort(value):
+    try:
+        host_port(value)
+    except ValueError as exc:
+        raise vol.Invalid(str(exc)) from None
+    return str(value)
 
 
 def Mask(value):
@@ -293,6 +301,9 @@ GLOBALS = {
     vol.Optional("loglevel", default="notice"): OneOf(*LOG_LEVELS),
     vol.Optional("route_table_base", default=1000): Int(1, 250000),
     vol.Optional("route_protocol", default=93): Int(5, 254),
+    # Read by the init script for the agent's command line, not part of the bundle.
+    vol.Optional("log_level"): OneOf(*AGENT_LOG_LEVELS),
+    vol.Optional("metrics_listen"): HostPort,
 }
 
 TRACK = {

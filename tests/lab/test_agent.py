@@ -18,7 +18,7 @@ import time
 import pytest
 
 from lab import netlab
-from lab.agentlab import agent_config, agents, compile_bundle, lab2, uplink  # noqa: F401 (fixtures)
+from lab.agentlab import AgentError, agent_config, agents, compile_bundle, lab2, uplink  # noqa: F401 (fixtures)
 
 pytestmark = pytest.mark.lab
 
@@ -458,3 +458,36 @@ def test_hooks_and_conntrack_flush_follow_the_swap(lab2, agents, tmp_path):
         time.sleep(0.1)
     assert record.read_text().splitlines() == ["disconnecting wan1 wan1", "disconnected wan1 wan1"]
     assert agent.interface("wan1")["connections"] == 0
+
+
+def test_the_agent_refuses_to_start_beside_mwan3(lab2, agents, tmp_path):
+    """mwan3's ip rules (pref 2000+id fwmark lookup, 3000+id unreachable, no protocol) in the
+    router: the agent exits 1 with one line naming mwan3 and what to do, and installs nothing."""
+    bundle = compile_bundle(tmp_path, agent_config())
+    mwan3_rules = [["-4", "rule", "add", "pref", "2001", "fwmark", "0x100/0x3f00", "lookup", "1"],
+                   ["-4", "rule", "add", "pref", "3001", "fwmark", "0x100/0x3f00", "unreachable"],
+                   ["-6", "rule", "add", "pref", "2002", "fwmark", "0x200/0x3f00", "lookup", "2"]]
+    for rule in mwan3_rules:
+        lab2.run("router", ["ip", *rule])
+    try:
+        with pytest.raises(AgentError) as refused:
+            agents(bundle)
+        message = str(refused.value)
+        assert "netpath-agent exited 1" in message
+        assert "mwan3 is running (its ip rules: 2001: fwmark 0x100/0x3f00 lookup 1; " \
+               "3001: fwmark 0x100/0x3f00 unreachable; 2002: fwmark 0x200/0x3f00 lookup 2)" in message
+        assert "/etc/init.d/mwan3 stop; /etc/init.d/mwan3 disable" in message
+        assert "Traceback" not in message
+        tables = lab2.run("router", ["nft", "list", "tables"]).stdout
+        assert "netpath" not in tables
+        rules = lab2.run("router", ["ip", "-4", "rule", "show"]).stdout
+        assert "proto 93" not in rules and "lookup 1001" not in rules
+    finally:
+        for rule in mwan3_rules:
+            lab2.run("router", ["ip", *[w if w != "add" else "del" for w in rule]], check=False)
+    # Without mwan3's rules it starts; NetPath's own rules, in the same ranges, do not count:
+    # an agent stopped with --keep leaves them, and the next one starts beside them.
+    agent = agents(bundle, extra=("--keep",))
+    assert agent.stop() == 0
+    assert "proto 93" in lab2.run("router", ["ip", "-4", "rule", "show"]).stdout
+    assert agents(bundle).request("status")["ok"]

@@ -211,12 +211,48 @@ def test_start_compiles_then_declares_the_agent_with_respawn(router):
     instance_at = index_of(calls, lambda c: c == ["procd_open_instance", "agent"])
     assert compile_at < instance_at
     params = {c[1]: c[2:] for c in named(calls, "procd_set_param")}
+    # --syslog: the agent logs at real priorities itself (procd files stderr as daemon.err);
+    # stderr 1 keeps a crash's traceback.
     assert params["command"] == [
         "/usr/bin/netpath-agent", "--bundle", str(router.bundle),
-        "--socket", "/var/run/netpath.sock", "--hooks", "/etc/netpath/hooks.d"]
+        "--socket", "/var/run/netpath.sock", "--hooks", "/etc/netpath/hooks.d",
+        "--log-level", "info", "--syslog"]
     assert "respawn" in params
-    assert params["stderr"] == ["1"]
+    assert params["stderr"] == ["1"] and "stdout" not in params
+    assert named(calls, "procd_append_param") == []
     assert procd_events(calls) == [("start", "agent")]
+
+
+def test_globals_log_level_and_metrics_listen_reach_the_agent(router):
+    router.write_config(ENABLED_CONFIG.replace(
+        "option nft_table 'netpath'",
+        "option nft_table 'netpath'\n\toption log_level 'debug'\n\toption metrics_listen '192.168.1.1:9101'"))
+    done = router.init("start")
+    assert done.returncode == 0, done.stderr
+    calls = router.calls()
+    command = {c[1]: c[2:] for c in named(calls, "procd_set_param")}["command"]
+    assert command[command.index("--log-level") + 1] == "debug"
+    assert named(calls, "procd_append_param") == [["procd_append_param", "command", "--metrics-listen",
+                                                    "192.168.1.1:9101"]]
+
+
+def test_start_refuses_while_mwan3_runs(router):
+    router.write_config(ENABLED_CONFIG)
+    (router.state / "services").mkdir()
+    (router.state / "services" / "mwan3").touch()
+    done = router.init("start")
+    calls = router.calls()
+    assert ["procd_running", "mwan3"] in calls
+    assert named(calls, "procd_open_instance") == [] and procd_events(calls) == []
+    assert named(calls, "netpath") == []  # not even compiled
+    [message] = logged_messages(calls, "err")
+    assert message.startswith("mwan3 is running: NetPath does not start beside it; stop and disable mwan3 first")
+    assert "/etc/init.d/mwan3 stop; /etc/init.d/mwan3 disable" in message
+    # Once mwan3 is gone, it starts.
+    (router.state / "services" / "mwan3").unlink()
+    router.clear_log()
+    assert router.init("start").returncode == 0
+    assert procd_events(router.calls()) == [("start", "agent")]
 
 
 def test_start_registers_reload_and_interface_triggers(router):
@@ -302,6 +338,16 @@ def test_reload_recompiles_and_sends_hup_without_a_new_instance(running_router):
     # procd keeps the running agent (definition unchanged) and only signals it.
     assert procd_events(calls) == [("keep", "agent"), ("signal", "agent", "HUP")]
     assert len([c for c in calls if c[:2] == ["netpath", "compile"]]) == 1
+
+
+@pytest.mark.parametrize("form", ["implied", "named"])
+def test_reload_signals_the_agent_with_both_forms_of_service_running(running_router, form):
+    """`service_running agent` never matches where rc.common takes the service name first."""
+    router = running_router
+    router.write_config(ENABLED_CONFIG.replace("list track_targets '192.0.2.1'", "list track_targets '192.0.2.9'"))
+    done = router.init("reload", HARNESS_SERVICE_RUNNING=form)
+    assert done.returncode == 0, done.stderr
+    assert procd_events(router.calls()) == [("keep", "agent"), ("signal", "agent", "HUP")]
 
 
 def test_reload_that_changes_nothing_does_not_signal_the_agent(running_router):
@@ -463,7 +509,8 @@ def test_hotplug_never_fails_when_the_agent_cannot_be_told(hotplug_router):
 
 SHELL_FILES = [INIT_SCRIPT, HOTPLUG_SCRIPT, HOOK_EXAMPLE,
                HARNESS / "rc.common", HARNESS / "run-hotplug", HARNESS / "functions.sh",
-               HARNESS / "procd.sh", *sorted((HARNESS / "bin").iterdir()), FAKE_UBUS / "ubus"]
+               HARNESS / "procd.sh", *sorted((HARNESS / "bin").iterdir()), FAKE_UBUS / "ubus",
+               REPO / "scripts" / "build-packages.sh", REPO / "luci" / "root" / "etc" / "uci-defaults" / "40_luci-netpath"]
 
 
 @pytest.mark.parametrize("path", SHELL_FILES, ids=lambda p: str(p.relative_to(REPO)))
@@ -501,7 +548,7 @@ def makefile_vars(path: Path) -> dict:
 
 @pytest.mark.parametrize("makefile", [
     PACKAGE / "Makefile",
-    REPO / "openwrt" / "python-icmplib" / "Makefile",
+    REPO / "luci" / "Makefile",
     REPO / "openwrt" / "python-voluptuous" / "Makefile",
 ], ids=lambda p: p.parent.name)
 def test_makefile_versions_suit_opkg_and_apk(makefile):
@@ -516,8 +563,8 @@ def test_makefile_versions_suit_opkg_and_apk(makefile):
 def test_netpath_makefile_matches_the_project():
     values = makefile_vars(PACKAGE / "Makefile")
     project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
-    # Py3Build looks for the wheel netpath-<PKG_VERSION>-*.whl.
     assert values["PKG_VERSION"] == project["version"]
+    assert makefile_vars(REPO / "luci" / "Makefile")["PKG_VERSION"] == project["version"]
     text = (PACKAGE / "Makefile").read_text()
     # Every file the package installs from files/ exists, and every file there is installed.
     installed = set(re.findall(r"\./files/(\S+)", text))

@@ -196,3 +196,70 @@ def test_link_monitor_reports_carrier_addresses_and_main_table_routes():
     assert ["address", "npa0"] in events[:before_table_route]
     # a route in another table (NetPath's own) is not reported back
     assert after["route add 198.51.100.0/24 via 100.64.99.1 dev npa0 table 1001"] == before_table_route
+
+
+# --- logging --------------------------------------------------------------------------------
+
+
+def _save_logging():
+    import logging
+
+    root = logging.getLogger()
+    return root.level, list(root.handlers)
+
+
+def _restore_logging(saved):
+    import logging
+
+    root = logging.getLogger()
+    for handler in root.handlers:
+        handler.close()
+    root.setLevel(saved[0])
+    root.handlers[:] = saved[1]
+
+
+def test_syslog_logging_uses_facility_daemon_and_the_records_own_priority(tmp_path, monkeypatch, capsys):
+    """procd files a service's stderr under daemon.err; with --syslog the agent's info lines
+    must arrive as daemon.info (<30>), warnings as daemon.warning (<28>), and not on stderr."""
+    import logging
+    import socket
+
+    from netpath.agent import __main__ as agent_main
+
+    address = str(tmp_path / "log")
+    sink = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    sink.bind(address)
+    sink.settimeout(5)
+    monkeypatch.setattr(agent_main, "SYSLOG_ADDRESS", address)
+    saved = _save_logging()
+    try:
+        agent_main._logging("info", syslog=True)
+        log = logging.getLogger("netpath.test")
+        log.debug("not at info level")
+        log.info("wan: online")
+        log.warning("wan: online -> offline")
+        log.error("cannot load")
+        received = [sink.recv(4096).decode() for _ in range(3)]
+    finally:
+        _restore_logging(saved)
+        sink.close()
+    pid = os.getpid()
+    assert received == [f"<30>netpath-agent[{pid}]: wan: online\x00",
+                        f"<28>netpath-agent[{pid}]: wan: online -> offline\x00",
+                        f"<27>netpath-agent[{pid}]: cannot load\x00"]
+    assert capsys.readouterr().err == ""
+
+
+def test_without_a_syslog_socket_the_agent_logs_to_stderr(tmp_path, monkeypatch, capsys):
+    import logging
+
+    from netpath.agent import __main__ as agent_main
+
+    monkeypatch.setattr(agent_main, "SYSLOG_ADDRESS", str(tmp_path / "missing"))
+    saved = _save_logging()
+    try:
+        agent_main._logging("warning", syslog=True)
+        logging.getLogger("netpath.test").warning("wan: offline")
+    finally:
+        _restore_logging(saved)
+    assert capsys.readouterr().err.endswith(" WARNING wan: offline\n")

@@ -64,6 +64,14 @@ def line_of(text: str, needle: str, last: bool = False) -> int:
 # --- defaults --------------------------------------------------------------------------------
 
 
+def test_the_agent_options_of_globals_are_accepted_and_stay_out_of_the_bundle():
+    text = with_option("globals 'globals'", "log_level", "debug").replace(
+        "\toption log_level 'debug'\n", "\toption log_level 'debug'\n\toption metrics_listen '[::1]:9101'\n")
+    cfg = check(text)
+    assert (cfg["globals"]["log_level"], cfg["globals"]["metrics_listen"]) == ("debug", "[::1]:9101")
+    assert resolve.resolve(cfg, locator=None).to_dict() == resolve.resolve(check(BASE), locator=None).to_dict()
+
+
 def test_defaults_are_filled_in():
     cfg = check(BASE)
     assert cfg["globals"] == {"enabled": True, "nft_table": "netpath", "mark_mask": 0x3F00,
@@ -178,6 +186,12 @@ BAD_OPTIONS = [
      "is not an http:// or https:// URL", ""),
     ("flush event", with_option("interface 'wan'", "flush_conntrack", "ifup never"),
      "option flush_conntrack", "'never' is not allowed", "allowed: ifup, ifdown, connected, disconnected"),
+    ("agent log level", with_option("globals 'globals'", "log_level", "loud"), "option log_level",
+     "'loud' is not allowed", "allowed: debug, info, warning, error"),
+    ("metrics address", with_option("globals 'globals'", "metrics_listen", "127.0.0.1"),
+     "option metrics_listen", "expected HOST:PORT", "127.0.0.1:9101"),
+    ("metrics port", with_option("globals 'globals'", "metrics_listen", "[::1]:70000"),
+     "option metrics_listen", "expected HOST:PORT", ""),
     ("empty policy", BASE.replace("\tlist members 'm1'\n\tlist members 'm2'\n", "\toption mode 'hash'\n"),
      "config policy 'p'", "missing required option 'members'", ""),
 ]

@@ -118,9 +118,15 @@ procd_kill() {
 	done
 }
 
+# Other services than the one under test run when a test creates
+# $HARNESS_STATE/services/<name> (e.g. mwan3).
 procd_running() {
 	local instance="${2:-*}" running
 	harness_record procd_running "$@"
+	if [ "$1" != "$HARNESS_SERVICE" ]; then
+		[ -e "$HARNESS_STATE/services/$1" ]
+		return
+	fi
 	for running in "$HARNESS_STATE"/running/$instance; do
 		[ -e "$running" ] && return 0
 	done
