@@ -17,18 +17,32 @@ from .validate import DEVICE_RE
 
 
 def map_logical(cfg: dict) -> tuple:
-    """(interface name -> device, notes) for the interfaces whose `ifname` is a logical
-    interface netifd knows."""
-    devices, notes = {}, []
+    """(interface name -> device, logical name -> device, notes): the devices of the
+    interfaces whose `ifname` is a logical interface netifd knows, and of the rules'
+    `src_iface` names that are not NetPath interfaces (`lan` -> `br-lan`)."""
+    devices, incoming, notes = {}, {}, []
     for name, iface in cfg["interfaces"].items():
-        ifname = iface["ifname"]
-        device = ubus.logical_to_device(ifname, family=iface["family"])
-        if not device or device == ifname:
-            continue
-        if not DEVICE_RE.match(device):
-            notes.append(f"interface '{name}': netifd names device {device!r} for '{ifname}', "
-                         "which is not a valid device name; kept 'ifname'")
-            continue
-        devices[name] = device
-        notes.append(f"interface '{name}': OpenWrt interface '{ifname}' is device '{device}' now")
-    return devices, notes
+        device = _device(iface["ifname"], iface["family"], f"interface '{name}'", "ifname", notes)
+        if device:
+            devices[name] = device
+    for rule in cfg["rules"]:
+        logical = rule.get("src_iface")
+        if not logical or logical in cfg["interfaces"] or logical in incoming:
+            continue  # a NetPath interface stands for its own (mapped) device
+        device = _device(logical, None, f"rule '{rule['name']}'", "src_iface", notes)
+        if device:
+            incoming[logical] = device
+    return devices, incoming, notes
+
+
+def _device(name: str, family, where: str, option: str, notes: list) -> "str | None":
+    """netifd's device for logical interface `name`; None to keep `name` as the device."""
+    device = ubus.logical_to_device(name, family=family)
+    if not device or device == name:
+        return None
+    if not DEVICE_RE.match(device):
+        notes.append(f"{where}: netifd names device {device!r} for '{name}', which is not a valid "
+                     f"device name; kept '{option}'")
+        return None
+    notes.append(f"{where}: OpenWrt interface '{name}' is device '{device}' now")
+    return device

@@ -110,11 +110,7 @@ def convert_rule(conv: Converter, section):
         if iface in conv.iface_names:
             out["src_iface"] = conv.iface_names[iface]
         elif validate.DEVICE_RE.match(iface):
-            out["src_iface"] = iface
-            conv.note(section, "src_iface", f"mwan3 looks up the device of the netifd interface "
-                                            f"'{iface}'; NetPath matches '{iface}' as the incoming "
-                                            "device name: if the device is called otherwise (e.g. "
-                                            "br-lan for lan), write the device")
+            out["src_iface"] = iface  # like mwan3, `netpath compile` asks netifd for its device
         else:
             return skip(f"'{iface}' cannot be a device name", "src_iface")
     ipset = conv.get(section, "ipset")

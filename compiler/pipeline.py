@@ -36,8 +36,8 @@ def build(path: str, fmt: "str | None" = None, previous: "Path | None" = None,
     except (load.LoadError, validate.ConfigErrors) as exc:
         raise CompileError(exc.lines) from None
     previous_ids = bundle.previous_ids(previous) if previous else {}
-    mapped, notes = devices.map_logical(checked) if map_devices else ({}, [])
-    model = resolve.resolve(checked, source.locator, previous_ids, source.digest, mapped)
+    mapped, incoming, notes = devices.map_logical(checked) if map_devices else ({}, {}, [])
+    model = resolve.resolve(checked, source.locator, previous_ids, source.digest, mapped, incoming)
     if notes:
         model = replace(model, warnings=model.warnings + tuple(notes))
     files = render.render(model, path)

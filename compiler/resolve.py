@@ -45,9 +45,10 @@ def assign_ids(cfg: dict, previous: dict) -> dict:
 
 
 def resolve(cfg: dict, locator, previous_ids: "dict | None" = None, digest: str = "",
-            devices: "dict | None" = None) -> Model:
+            devices: "dict | None" = None, incoming: "dict | None" = None) -> Model:
     """`devices`: interface name -> kernel device, for `ifname`s that name an OpenWrt
-    logical interface (see compiler/devices.py); others use `ifname` as the device."""
+    logical interface (see compiler/devices.py); others use `ifname` as the device.
+    `incoming`: the same for the rules' `src_iface` names (`lan` -> `br-lan`)."""
     g = cfg["globals"]
     mask = g["mark_mask"]
     ids = assign_ids(cfg, previous_ids or {})
@@ -109,7 +110,7 @@ def resolve(cfg: dict, locator, previous_ids: "dict | None" = None, digest: str 
             dest=tuple(_match(p) for p in raw.get("dest_ip", [])),
             src_port=tuple(tuple(r) for r in raw.get("src_port", [])),
             dest_port=tuple(tuple(r) for r in raw.get("dest_port", [])),
-            src_iface=_incoming_device(raw.get("src_iface", ""), by_name),
+            src_iface=_incoming_device(raw.get("src_iface", ""), by_name, incoming or {}),
             src_set=raw.get("src_ipset", ""),
             dest_set=raw.get("ipset", ""), sticky=raw["sticky"], timeout=raw["timeout"],
             logging=raw["logging"] and g["logging"],
@@ -155,10 +156,12 @@ def resolve(cfg: dict, locator, previous_ids: "dict | None" = None, digest: str 
         user_sets=tuple(sorted(user_sets)), source_digest=digest, warnings=tuple(warnings))
 
 
-def _incoming_device(src_iface: str, interfaces: dict) -> str:
-    """`src_iface` names a device, or a NetPath interface: then that interface's device
-    (after the OpenWrt logical-name mapping)."""
-    return interfaces[src_iface].device if src_iface in interfaces else src_iface
+def _incoming_device(src_iface: str, interfaces: dict, incoming: dict) -> str:
+    """`src_iface` names a NetPath interface (then that interface's device, after the
+    OpenWrt logical-name mapping), an OpenWrt logical interface netifd knows, or a device."""
+    if src_iface in interfaces:
+        return interfaces[src_iface].device
+    return incoming.get(src_iface, src_iface)
 
 
 def _match(prefix: str) -> Match:

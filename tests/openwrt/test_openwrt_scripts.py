@@ -87,6 +87,10 @@ config policy 'balanced'
 	list members 'wanb_m1_w1'
 	option mode 'balanced'
 
+config rule 'guests'
+	option src_iface 'guest'
+	option policy 'balanced'
+
 config rule 'default_rule'
 	option policy 'balanced'
 """
@@ -261,9 +265,9 @@ def test_start_registers_reload_and_interface_triggers(router):
     calls = router.calls()
     assert ["procd_add_reload_trigger", "netpath"] in calls
     watched = {c[2] for c in named(calls, "procd_add_interface_trigger")}
-    # The enabled sections' ifnames (only they can be logical interfaces the compiler
-    # maps to devices); the disabled 'spare' is not watched.
-    assert watched == {"eth0", "wwan"}
+    # The enabled sections' ifnames and the rules' src_iface names (only they can be logical
+    # interfaces the compiler maps to devices); the disabled 'spare' is not watched.
+    assert watched == {"eth0", "wwan", "guest"}
     for call in named(calls, "procd_add_interface_trigger"):
         assert call[1] == "interface.*"
         assert call[3:] == ["/etc/init.d/netpath", "reload"]

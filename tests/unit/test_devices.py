@@ -5,6 +5,7 @@ double of the `ubus` CLI that answers from JSON files, placed first on PATH."""
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -91,3 +92,34 @@ def test_netifd_wins_over_a_device_of_the_same_name(tmp_path):
     assert proc.returncode == 0, proc.stderr
     ruleset = (tmp_path / "bundle" / "ruleset.nft").read_text()
     assert 'iifname "pppoe-wan"' in ruleset and 'iifname "lo"' not in ruleset
+
+
+SRC_IFACE_RULES = """config rule 'from_lan'
+	option src_iface 'lan'
+	option policy 'p'
+config rule 'from_wan'
+	option src_iface 'wan'
+	option policy 'p'
+config rule 'from_device'
+	option src_iface 'eth9'
+	option policy 'p'
+"""
+
+
+@pytest.mark.parametrize("with_ubus,lan,wan", [(True, "br-lan", "pppoe-wan"), (False, "lan", "wan")])
+def test_src_iface_takes_the_same_mapping_as_ifname(tmp_path, with_ubus, lan, wan):
+    """`lan` is an OpenWrt interface, not a NetPath one: netifd names its device (br-lan),
+    as for `ifname`; `wan` is a NetPath interface: its (mapped) device; eth9: a device."""
+    config = tmp_path / "netpath"
+    config.write_text(CONFIG.replace("config rule 'all'", SRC_IFACE_RULES + "config rule 'all'"))
+    env = dict(os.environ, PATH=(f"{FAKE_UBUS}:" if with_ubus else "") + "/usr/sbin:/usr/bin:/sbin:/bin")
+    proc = subprocess.run(NETPATH + ["compile", str(config), "-o", str(tmp_path / "bundle"), "--no-check"],
+                          capture_output=True, text=True, env=env, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    rules = {r["name"]: r["src_iface"] for r in
+             json.loads((tmp_path / "bundle" / "manifest.json").read_text())["model"]["rules"]}
+    assert (rules["from_lan"], rules["from_wan"], rules["from_device"]) == (lan, wan, "eth9")
+    ruleset = (tmp_path / "bundle" / "ruleset.nft").read_text()
+    assert f'iifname "{lan}"' in ruleset
+    if with_ubus:
+        assert "rule 'from_lan': OpenWrt interface 'lan' is device 'br-lan' now" in proc.stderr
