@@ -44,6 +44,32 @@ def assign_ids(cfg: dict, previous: dict) -> dict:
     return ids
 
 
+# The rule options that narrow what a rule matches (besides family and proto). A rule with
+# none of them, proto 'all', matches every connection of its family(ies). LuCI's "Add rule"
+# (luci/.../netpath/schema.js catchAll) uses the same list to insert before such a rule.
+RULE_MATCH_OPTIONS = ("src_ip", "dest_ip", "src_port", "dest_port", "src_iface", "ipset", "src_ipset")
+
+
+def shadowed_rules(rules: list) -> list:
+    """Warnings for rules that can never match: for each family they cover, an earlier rule
+    already matches every connection (rules are tried in order, the first match decides)."""
+    covered: dict = {}  # family -> the first rule that matches all of it
+    warnings = []
+    for rule in rules:
+        families = ("ipv4", "ipv6") if rule["family"] == "any" else (rule["family"],)
+        earlier = [covered[f] for f in families if f in covered]
+        if len(earlier) == len(families):
+            by = list(dict.fromkeys(earlier))
+            who = f"rule '{by[0]}' matches" if len(by) == 1 else f"rules '{by[0]}' and '{by[1]}' match"
+            what = f"every {families[0]} connection" if len(families) == 1 else "every connection"
+            warnings.append(f"rule '{rule['name']}' can never match: {who} {what} before it; "
+                            "move it above")
+        if rule["proto"] == "all" and not any(option in rule for option in RULE_MATCH_OPTIONS):
+            for family in families:
+                covered.setdefault(family, rule["name"])
+    return warnings
+
+
 def resolve(cfg: dict, locator, previous_ids: "dict | None" = None, digest: str = "",
             devices: "dict | None" = None, incoming: "dict | None" = None) -> Model:
     """`devices`: interface name -> kernel device, for `ifname`s that name an OpenWrt
@@ -144,6 +170,8 @@ def resolve(cfg: dict, locator, previous_ids: "dict | None" = None, digest: str 
                 warnings.append(f"rule '{rule.name}': policy '{pol.name}' has no {fam} member, so "
                                 f"{fam} traffic matching this rule always gets last_resort "
                                 f"'{pol.last_resort}'")
+
+    warnings.extend(shadowed_rules(cfg["rules"]))
 
     special = {}
     for kind, ident in marks.special_ids(mask).items():

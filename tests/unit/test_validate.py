@@ -394,3 +394,58 @@ def test_an_ipv6_zone_id_never_reaches_ip_or_nft(section, option, value):
     """Python's ipaddress takes any text after '%'; it would reach `ip -batch` or nft as is."""
     lines = errors_of(with_option(section, option, value))  # UCI single quotes keep the newline
     assert any(f"option '{option}'" in line for line in lines), lines
+
+
+# --- rules that can never match ------------------------------------------------------------
+
+SHADOW = """\
+config interface 'wan'
+\toption ifname 'eth0'
+\tlist track_targets '192.0.2.1'
+
+config interface 'wan6'
+\toption ifname 'eth0'
+\toption family 'ipv6'
+\tlist track_targets '2001:db8::1'
+
+config member 'm'
+\toption interface 'wan'
+
+config member 'm6'
+\toption interface 'wan6'
+
+config policy 'p'
+\tlist members 'm'
+\tlist members 'm6'
+"""
+
+
+def shadow_warnings(rules: str) -> list:
+    model = resolve.resolve(check(SHADOW + rules), locator=None)
+    return [w for w in model.warnings if "can never match" in w]
+
+
+def rule(name, **options):
+    lines = [f"\nconfig rule '{name}'", "\toption policy 'p'"]
+    lines += [f"\toption {k} '{v}'" for k, v in options.items()]
+    return "\n".join(lines) + "\n"
+
+
+def test_a_rule_after_a_catch_all_rule_is_reported():
+    assert shadow_warnings(rule("default_rule") + rule("https", proto="tcp", dest_port="443")) == [
+        "rule 'https' can never match: rule 'default_rule' matches every connection before it; move it above"]
+
+
+def test_a_rule_before_the_catch_all_or_narrower_ones_are_fine():
+    assert shadow_warnings(rule("https", proto="tcp", dest_port="443") + rule("lan", src_ip="192.168.1.0/24")
+                           + rule("tcp", proto="tcp") + rule("default_rule")) == []
+
+
+def test_per_family_catch_alls_shadow_their_family_and_together_everything():
+    rules = (rule("default_v4", family="ipv4") + rule("web6", family="ipv6", proto="tcp", dest_port="443")
+             + rule("web4", family="ipv4", proto="tcp", dest_port="443") + rule("default_v6", family="ipv6")
+             + rule("late", src_ip="192.168.1.0/24"))
+    assert shadow_warnings(rules) == [
+        "rule 'web4' can never match: rule 'default_v4' matches every ipv4 connection before it; move it above",
+        "rule 'late' can never match: rules 'default_v4' and 'default_v6' match every connection before it; "
+        "move it above"]
