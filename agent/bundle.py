@@ -14,7 +14,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .model import FORMAT_VERSION, Model
-from .names import DEVICE_RE, DEVICE_SHAPE, NAME_RE, NAME_SHAPE, TABLE_RE, TABLE_SHAPE, plain_ip
+from .names import (DEVICE_RE, DEVICE_SHAPE, NAME_RE, NAME_SHAPE, NFT_KEYWORDS, RESERVED_TABLES, TABLE_RE,
+                    TABLE_SHAPE, plain_ip)
 
 
 class BundleError(Exception):
@@ -116,6 +117,8 @@ def unsafe_fields(model: Model) -> list:
             found.append(f"{field} {value!r} is not a whole number")
 
     shaped("table", model.table, TABLE_RE, TABLE_SHAPE)
+    if model.table in NFT_KEYWORDS:
+        found.append(f"table {model.table!r} is an nft keyword")
     for field in ("mask", "route_protocol", "pref_main"):
         whole(field, getattr(model, field))
     for kind, special in model.special.items():
@@ -133,6 +136,9 @@ def unsafe_fields(model: Model) -> list:
                 found.append(f"{where}.gateway {iface.gateway!r} is not an IP address")
         for field in ("mark", "table", "pref_oif", "pref_from", "pref_mark", "pref_guard"):
             whole(f"{where}.{field}", getattr(iface, field))
+        if iface.table in RESERVED_TABLES:
+            found.append(f"{where}.table {iface.table} is the kernel's table "
+                         f"'{RESERVED_TABLES[iface.table]}'")
     for policy in model.policies:
         shaped(f"policies[{policy.name!r}].name", policy.name, NAME_RE, NAME_SHAPE)
     for rule in model.rules:

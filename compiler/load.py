@@ -22,6 +22,14 @@ from . import uci
 
 FORMATS = ("uci", "toml", "yaml")
 
+# Limits on what a config may be, so a hostile or broken file costs a line of error text,
+# never minutes or megabytes (docs/config.md, "Limits").
+MAX_CONFIG_BYTES = 4 * 1024 * 1024
+MAX_DEPTH = 5  # tables/lists inside each other: top, interfaces, wan, track, targets
+MAX_ALIAS_NODES = 10_000  # YAML: values that aliases (*name) may add by repeating anchors
+MAX_INT_DIGITS = 20  # no option takes a number this long; int() of 4,301 digits raises
+QUOTE_LIMIT = 80  # characters of a value quoted in an error line
+
 # UCI option name -> key under "track" (TOML/YAML). The seed names the first two.
 TRACK_OPTIONS = {
     "track_method": "method",
@@ -53,6 +61,21 @@ UCI_OPTION_OF_TRACK = {v: k for k, v in TRACK_OPTIONS.items()}
 SECTION_KEYS = {"globals": "globals", "interface": "interfaces", "member": "members",
                 "policy": "policies", "rule": "rules"}
 KIND_OF_KEY = {v: k for k, v in SECTION_KEYS.items()}
+
+
+def clip(text: str, limit: int = QUOTE_LIMIT) -> str:
+    """`text` as it may appear in an error line: at most `limit` characters, then "..."."""
+    text = str(text)
+    return text if len(text) <= limit else text[:limit - 3] + "..."
+
+
+def shown(value) -> str:
+    """A value quoted for an error line (repr, clipped)."""
+    try:
+        text = repr(value)
+    except ValueError:  # an int too long for str()
+        text = "a number of more than 4300 digits"
+    return clip(text)
 
 
 class LoadError(Exception):
@@ -113,13 +136,17 @@ def guess_format(path: str) -> str:
 def load(path: str, fmt: "str | None" = None) -> Source:
     fmt = fmt or guess_format(path)
     try:
-        raw = Path(path).read_bytes()
+        with open(path, "rb") as handle:
+            raw = handle.read(MAX_CONFIG_BYTES + 1)  # a bounded read: /dev/zero is a "file" too
     except OSError as exc:
         raise LoadError([f"{path}: cannot read the config: {exc.strerror}"]) from None
     return loads(raw, path, fmt)
 
 
 def loads(raw: bytes, filename: str, fmt: str) -> Source:
+    if len(raw) > MAX_CONFIG_BYTES:
+        raise LoadError([f"{filename}: larger than {MAX_CONFIG_BYTES // (1024 * 1024)} MiB; a NetPath "
+                         "config is a few KiB (is this the right file?)"])
     digest = hashlib.sha256(raw).hexdigest()
     try:
         text = raw.decode("utf-8")
@@ -152,11 +179,11 @@ def _from_uci(text: str, filename: str):
     for section in package.sections:
         kind = section.type
         key = SECTION_KEYS.get(kind)
-        label = f"{kind} '{section.name}'"
+        label = f"{clip(kind, 32)} '{clip(section.name, 40)}'"
         if key is None:
             from .validate import suggest  # local import: validate imports load
             hint = suggest(kind, SECTION_KEYS)
-            errors.append(f"{filename}:{section.line}: section type '{kind}' is unknown"
+            errors.append(f"{filename}:{section.line}: section type '{clip(kind)}' is unknown"
                           f"{hint}; allowed: {', '.join(SECTION_KEYS)}")
             continue
         values: dict = {}
@@ -177,7 +204,7 @@ def _from_uci(text: str, filename: str):
         locator.places[path] = (label, section.line)
         for option in section.options.values():
             value = _uci_value(option)
-            opt_label = f"{label} option '{option.name}'"
+            opt_label = f"{label} option '{clip(option.name, 40)}'"
             if key == "interfaces" and option.name in TRACK_OPTIONS:
                 sub = TRACK_OPTIONS[option.name]
                 values.setdefault("track", {})[sub] = value
@@ -214,7 +241,13 @@ def _from_toml(text: str, filename: str):
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
-        raise LoadError([f"{filename}: TOML syntax error: {exc}"]) from None
+        raise LoadError([f"{filename}: TOML syntax error: {clip(exc, 200)}"]) from None
+    except ValueError:  # int() refuses more than 4,300 digits
+        raise LoadError([f"{filename}: a number has more digits than any option takes"]) from None
+    except RecursionError:
+        raise LoadError([f"{filename}: arrays or tables nested deeper than any option "
+                         f"(at most {MAX_DEPTH} levels)"]) from None
+    _check_depth(data, filename)
     return _from_nested(data, filename, "toml")
 
 
@@ -222,37 +255,163 @@ def _from_yaml(text: str, filename: str):
     import yaml
 
     try:
-        data = yaml.load(text, Loader=_unique_keys_loader(yaml))
+        data = yaml.load(text, Loader=_strict_loader(yaml))
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"{filename}:{mark.line + 1}" if mark else filename
         problem = getattr(exc, "problem", None) or str(exc)
-        raise LoadError([f"{where}: YAML syntax error: {problem}"]) from None
+        kind = "YAML" if getattr(exc, "refused", False) else "YAML syntax error"
+        raise LoadError([f"{where}: {kind}: {clip(problem, 200)}"]) from None
     if data is None:
         data = {}
     return _from_nested(data, filename, "yaml")
 
 
-def _unique_keys_loader(yaml):
-    """A SafeLoader that rejects a key given twice in one mapping: plain YAML keeps the
-    last one silently, which would drop a whole interface or policy without a word."""
+PLAIN_YAML_TAGS = {f"tag:yaml.org,2002:{t}" for t in ("str", "int", "float", "bool", "null", "seq",
+                                                      "map", "merge")}
 
-    class UniqueKeyLoader(yaml.SafeLoader):
+
+def _strict_loader(yaml):
+    """A SafeLoader for plain data, refusing what a config has no use for and what makes
+    a small file expensive: any tag beyond strings, numbers, booleans, null, lists and
+    mappings (also `!!python/...`, `!!binary`, `!!set`, `!!timestamp`), keys that are not
+    strings (`7:`, `yes:`, `null:`), a key given twice in one mapping (plain YAML keeps the
+    last one silently, which would drop a whole interface or policy), nesting deeper than
+    the schema and aliases that repeat more than MAX_ALIAS_NODES values (an alias bomb).
+    A number with more digits than any option takes stays text, for validate to refuse."""
+
+    class Refused(yaml.constructor.ConstructorError):
+        refused = True
+
+    class StrictLoader(yaml.SafeLoader):
+        # Dates stay strings: an unquoted 2024-01-01 is no timestamp here.
+        yaml_implicit_resolvers = {
+            first: [(tag, regexp) for tag, regexp in resolvers if tag != "tag:yaml.org,2002:timestamp"]
+            for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()}
+
+        def __init__(self, stream):
+            super().__init__(stream)
+            self.depth = 0
+
+        def compose_node(self, parent, index):
+            if not self.check_event(yaml.AliasEvent, yaml.ScalarEvent):
+                self.depth += 1
+                if self.depth > MAX_DEPTH:
+                    raise Refused(None, None, f"lists or mappings nested deeper than any option "
+                                  f"(at most {MAX_DEPTH} levels)", self.peek_event().start_mark)
+            return super().compose_node(parent, index)
+
+        def compose_sequence_node(self, anchor):
+            try:
+                return super().compose_sequence_node(anchor)
+            finally:
+                self.depth -= 1
+
+        def compose_mapping_node(self, anchor):
+            try:
+                return super().compose_mapping_node(anchor)
+            finally:
+                self.depth -= 1
+
+        def compose_document(self):
+            node = super().compose_document()
+            _check_aliases(node, yaml, Refused)
+            return node
+
+        def construct_object(self, node, deep=False):
+            if node.tag not in PLAIN_YAML_TAGS:
+                raise Refused(None, None, f"tag {clip(node.tag, 60)!r} is not allowed (a config holds "
+                              "strings, numbers, booleans, lists and mappings)", node.start_mark)
+            return super().construct_object(node, deep)
+
+        def construct_yaml_int(self, node):
+            if len(node.value) > MAX_INT_DIGITS:
+                # Out of every option's range; as text, validate says so and names the option
+                # (int() would raise beyond 4,300 digits).
+                return node.value
+            return super().construct_yaml_int(node)
+
         def construct_mapping(self, node, deep=False):
             seen: dict = {}
             for key_node, _ in node.value:
+                if key_node.tag == "tag:yaml.org,2002:merge":
+                    continue  # `<<: *defaults`: merged keys may be overridden, on purpose
                 key = self.construct_object(key_node, deep=True)
-                try:
-                    first = seen.setdefault(key, key_node.start_mark.line + 1)
-                except TypeError:  # an unhashable key; the base class reports it
-                    continue
-                if first != key_node.start_mark.line + 1:
-                    raise yaml.constructor.ConstructorError(
-                        None, None, f"key {key!r} appears twice in one mapping (first on line "
-                        f"{first}); names must be unique", key_node.start_mark)
+                if not isinstance(key, str):
+                    kind = {bool: "a boolean", int: "a number", float: "a number"}.get(type(key), "null")
+                    raise Refused(None, None, f"key {clip(key_node.value, 40)!r} is read as "
+                                  f"{kind}, not as a name; quote it "
+                                  f"(\"{clip(key_node.value, 40)}\")", key_node.start_mark)
+                if key in seen:
+                    raise Refused(None, None, f"key {clip(key, 40)!r} appears twice in one mapping "
+                                  f"(first on line {seen[key]}); names must be unique",
+                                  key_node.start_mark)
+                seen[key] = key_node.start_mark.line + 1
             return super().construct_mapping(node, deep)
 
-    return UniqueKeyLoader
+    StrictLoader.add_constructor("tag:yaml.org,2002:int", StrictLoader.construct_yaml_int)
+    return StrictLoader
+
+
+def _check_aliases(root, yaml, Refused) -> None:
+    """Refuse a document whose aliases repeat more than MAX_ALIAS_NODES values, or whose
+    structure refers to itself, or that aliases nest deeper than MAX_DEPTH: the composed
+    graph shares nodes, but every later stage walks the expanded tree."""
+    if root is None:
+        return
+    expanded: dict = {}  # id(node) -> (values below it, expanded, counting itself; depth)
+    distinct: set = set()
+    stack = [(root, False)]
+    active: set = set()
+    while stack:
+        node, done = stack.pop()
+        key = id(node)
+        if done:
+            active.discard(key)
+            children = _children(node, yaml)
+            size = 1 + sum(expanded[id(c)][0] for c in children)
+            depth = (1 + max((expanded[id(c)][1] for c in children), default=0)
+                     if not isinstance(node, yaml.ScalarNode) else 0)
+            expanded[key] = (size, depth)
+            if size - len(distinct) > MAX_ALIAS_NODES:
+                raise Refused(None, None, f"aliases repeat more than {MAX_ALIAS_NODES} values "
+                              "(an alias bomb?); write the values out", node.start_mark)
+            if depth > MAX_DEPTH:
+                raise Refused(None, None, f"aliases nest lists or mappings deeper than any option "
+                              f"(at most {MAX_DEPTH} levels)", node.start_mark)
+            continue
+        if key in expanded:
+            continue
+        if key in active:
+            raise Refused(None, None, "an alias refers to a value that contains it", node.start_mark)
+        active.add(key)
+        distinct.add(key)
+        stack.append((node, True))
+        for child in _children(node, yaml):
+            stack.append((child, False))
+
+
+def _children(node, yaml) -> list:
+    if isinstance(node, yaml.SequenceNode):
+        return list(node.value)
+    if isinstance(node, yaml.MappingNode):
+        return [n for pair in node.value for n in pair]
+    return []
+
+
+def _check_depth(data, filename: str) -> None:
+    """TOML: refuse tables and arrays nested deeper than the schema (YAML is checked while
+    it is composed)."""
+    stack = [(data, 1)]
+    while stack:
+        value, depth = stack.pop()
+        children = value.values() if isinstance(value, dict) else value if isinstance(value, list) else ()
+        for child in children:
+            if isinstance(child, (dict, list)):
+                if depth + 1 > MAX_DEPTH:
+                    raise LoadError([f"{filename}: arrays or tables nested deeper than any option "
+                                     f"(at most {MAX_DEPTH} levels)"])
+                stack.append((child, depth + 1))
 
 
 def _label(name, quoted: bool = False) -> str:
@@ -260,8 +419,8 @@ def _label(name, quoted: bool = False) -> str:
     with escapes, so a newline in a bad name cannot split an error line."""
     text = str(name)
     if text.isascii() and text.isprintable() and "'" not in text:
-        return f"'{text}'" if quoted else text
-    return repr(text)
+        return f"'{clip(text, 40)}'" if quoted else clip(text, 40)
+    return clip(repr(text), 40)
 
 
 def _from_nested(data, filename: str, fmt: str):
@@ -275,7 +434,7 @@ def _from_nested(data, filename: str, fmt: str):
         if canonical not in ("globals", "interfaces", "members", "policies", "rules"):
             from .validate import suggest
             hint = suggest(str(key), ["global", "interfaces", "members", "policies", "rules"])
-            errors.append(f"{filename}: top-level key '{key}' is unknown{hint}; allowed: "
+            errors.append(f"{filename}: top-level key {_label(key, quoted=True)} is unknown{hint}; allowed: "
                           "global, interfaces, members, policies, rules")
             continue
         tree[canonical] = value

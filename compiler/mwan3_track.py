@@ -149,14 +149,16 @@ def track_settings(conv: Converter, section, family, name) -> "dict | None":
                                            "it once")
         else:
             usable.append(target)
-            if target in ("0.0.0.0", "::"):
-                conv.note(section, "track_ip", f"target '{target}' is a placeholder, not a host: "
-                                               "probes of it never succeed, in mwan3 as in NetPath; "
-                                               "put a real address here")
     if not usable:
         conv.note(section, "track_ip", "no usable target is left: mwan3's probes always failed, so "
                                        "the interface was offline after 'down' rounds; NetPath "
                                        "keeps it disabled")
+        present = sorted(k for k in track_keys | {"initial_state"} if k in section.options)
+        for key in present:
+            conv.handled[(section.name, key)] = "reported"
+        if present:
+            conv.note(section, None, f"its tracking options ({', '.join(present)}) have no use on a "
+                                     "disabled interface and are not converted")
         return None
     t["targets"] = usable
     if method == "dns":
@@ -247,6 +249,9 @@ def unusable_target(target: str, family: str, method: str) -> "str | None":
     if (address.version == 6) != (family == "ipv6"):
         return (f"an IPv{address.version} address on an {family} interface: mwan3's probe of it "
                 "always fails")
+    never = validate.never_answers(address)
+    if never:
+        return f"{never}, a placeholder, not a host: mwan3's probes of it never succeeded"
     return None
 
 

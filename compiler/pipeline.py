@@ -12,12 +12,20 @@ from netpath.agent.model import Model
 from . import bundle, devices, load, render, resolve, validate
 
 
+MAX_LINE = 400  # characters: values are clipped where quoted; this is the last guard
+
+
 class CompileError(Exception):
-    """Bad input: carries one ready-to-print line per problem."""
+    """Bad input: carries one ready-to-print line per problem, the first
+    validate.MAX_PROBLEMS of them and then a count of the rest."""
 
     def __init__(self, lines):
+        lines = [load.clip(line, MAX_LINE) for line in lines]
+        if len(lines) > validate.MAX_PROBLEMS:
+            rest = len(lines) - validate.MAX_PROBLEMS
+            lines = lines[:validate.MAX_PROBLEMS] + [f"... and {rest} more problems"]
         super().__init__("\n".join(lines))
-        self.lines = list(lines)
+        self.lines = lines
 
 
 @dataclass

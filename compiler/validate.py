@@ -14,13 +14,25 @@ import re
 import voluptuous as vol
 
 from netpath.agent import marks
-from netpath.agent.names import (AGENT_LOG_LEVELS, DEVICE_RE, DEVICE_SHAPE, NAME_RE, NAME_SHAPE, TABLE_RE,
-                                 TABLE_SHAPE, host_port, plain_ip)
+from netpath.agent.names import (AGENT_LOG_LEVELS, DEVICE_RE, DEVICE_SHAPE, NAME_RE, NAME_SHAPE,
+                                 NFT_KEYWORDS, RESERVED_TABLES, TABLE_RE, TABLE_SHAPE, host_port,
+                                 plain_ip)
 from netpath.agent.policy import LAST_RESORTS, MODES
 
-from .load import TRACK_OPTIONS
+from .load import MAX_INT_DIGITS, TRACK_OPTIONS, clip, shown
 
-MAX_MEMBERS_PER_POLICY = 10  # state files per policy grow as 2^members
+# Scale limits (docs/config.md, "Limits"). State files grow as 2^members per policy.
+MAX_MEMBERS_PER_POLICY = 10
+MAX_STATE_FILES = 4096  # over all policies of a bundle
+MAX_RULES = 1000
+MAX_TARGETS = 32  # per interface
+MAX_ADDRESSES = 256  # src_ip/dest_ip entries per rule
+MAX_PROBLEMS = 50  # error lines printed; then a count of the rest
+# Numbers as text (UCI values, quoted YAML/TOML): ASCII only. Python's int() and float()
+# also read '١٢', '１' and '1_0'.
+INT_TEXT = re.compile(r"[+-]?(0[xX][0-9A-Fa-f]+|[0-9]+)\Z")
+DECIMAL_TEXT = re.compile(r"[+-]?([0-9]+(\.[0-9]*)?|\.[0-9]+)([eE][+-]?[0-9]{1,4})?\Z")
+HEX_TEXT = re.compile(r"(0[xX])?[0-9A-Fa-f]{1,8}\Z")
 # NAME_RE, TABLE_RE and DEVICE_RE live in netpath.agent.names: the agent checks a bundle
 # against the same patterns. `\Z`, not `$`: `$` also matches before a trailing newline.
 DNS_NAME_RE = re.compile(r"^(\.|([A-Za-z0-9_]([A-Za-z0-9_-]{0,62})\.?)+)\Z")
@@ -64,51 +76,72 @@ def Bool(value):
         return bool(value)
     if isinstance(value, str) and value.lower() in BOOL_WORDS:
         return BOOL_WORDS[value.lower()]
-    raise vol.Invalid(f"expected a boolean (1/0, yes/no, on/off, true/false), got {value!r}")
+    raise vol.Invalid(f"expected a boolean (1/0, yes/no, on/off, true/false), got {shown(value)}")
+
+
+def whole_number(value) -> int:
+    """An int, or text of ASCII digits (0x... for hex); ValueError otherwise."""
+    if isinstance(value, bool):
+        raise ValueError(value)
+    if isinstance(value, int):
+        return value
+    text = value.strip() if isinstance(value, str) else ""
+    if not INT_TEXT.match(text) or len(text) > MAX_INT_DIGITS + 3:
+        raise ValueError(value)
+    return int(text, 0)
+
+
+def decimal_number(value) -> float:
+    """An int or float, or text of an ASCII decimal number; ValueError otherwise."""
+    if isinstance(value, bool):
+        raise ValueError(value)
+    if isinstance(value, (int, float)):
+        try:
+            return float(value)
+        except OverflowError:
+            return float("inf") if value > 0 else float("-inf")
+    text = value.strip() if isinstance(value, str) else ""
+    if not DECIMAL_TEXT.match(text) or len(text) > 64:
+        raise ValueError(value)
+    return float(text)
 
 
 def Int(lo, hi=None):
     def check(value):
-        if isinstance(value, bool):
-            raise vol.Invalid(f"expected a whole number, got {value!r}")
+        bounds = f"{lo}..{hi}" if hi is not None else f"at least {lo}"
+        if isinstance(value, str) and INT_TEXT.match(value.strip()) and len(value.strip()) > MAX_INT_DIGITS:
+            raise vol.Invalid(f"{shown(value)} is out of range (allowed: {bounds})")
         try:
-            number = int(value, 0) if isinstance(value, str) else value
-            if not isinstance(number, int):
-                raise ValueError
-        except (TypeError, ValueError):
-            raise vol.Invalid(f"expected a whole number, got {value!r}") from None
+            number = whole_number(value)
+        except ValueError:
+            raise vol.Invalid(f"expected a whole number, got {shown(value)}") from None
         if number < lo or (hi is not None and number > hi):
-            bounds = f"{lo}..{hi}" if hi is not None else f"at least {lo}"
-            raise vol.Invalid(f"{number} is out of range (allowed: {bounds})")
+            raise vol.Invalid(f"{shown(number)} is out of range (allowed: {bounds})")
         return number
     return check
 
 
 def Seconds(lo=0.01, hi=3600.0):
     def check(value):
-        if isinstance(value, bool):
-            raise vol.Invalid(f"expected a number of seconds, got {value!r}")
         try:
-            number = float(value)
-        except (TypeError, ValueError):
+            number = decimal_number(value)
+        except ValueError:
             raise vol.Invalid(f"expected a number of seconds (fractions allowed, e.g. 0.2), "
-                              f"got {value!r}") from None
+                              f"got {shown(value)}") from None
         if number != number or number < lo or number > hi:
-            raise vol.Invalid(f"{value} s is out of range (allowed: {lo} .. {hi:g} s)")
+            raise vol.Invalid(f"{clip(value)} s is out of range (allowed: {lo} .. {hi:g} s)")
         return round(number, 3)
     return check
 
 
 def Number(lo, hi):
     def check(value):
-        if isinstance(value, bool):
-            raise vol.Invalid(f"expected a number, got {value!r}")
         try:
-            number = float(value)
-        except (TypeError, ValueError):
-            raise vol.Invalid(f"expected a number, got {value!r}") from None
+            number = decimal_number(value)
+        except ValueError:
+            raise vol.Invalid(f"expected a number, got {shown(value)}") from None
         if not lo <= number <= hi:
-            raise vol.Invalid(f"{value} is out of range (allowed: {lo:g} .. {hi:g})")
+            raise vol.Invalid(f"{clip(value)} is out of range (allowed: {lo:g} .. {hi:g})")
         return number
     return check
 
@@ -117,7 +150,7 @@ def OneOf(*choices):
     def check(value):
         if isinstance(value, str) and value in choices:
             return value
-        raise vol.Invalid(f"{value!r} is not allowed{suggest(str(value), choices)}; "
+        raise vol.Invalid(f"{shown(value)} is not allowed{suggest(clip(value), choices)}; "
                           f"allowed: {', '.join(choices)}")
     return check
 
@@ -126,13 +159,20 @@ def Pattern(regex, what):
     def check(value):
         if isinstance(value, str) and regex.match(value):
             return value
-        raise vol.Invalid(f"{value!r} is not a valid {what}")
+        raise vol.Invalid(f"{shown(value)} is not a valid {what}")
     return check
 
 
 Name = Pattern(NAME_RE, NAME_SHAPE)
 Device = Pattern(DEVICE_RE, DEVICE_SHAPE)
-TableName = Pattern(TABLE_RE, TABLE_SHAPE)
+
+
+def TableName(value):
+    name = Pattern(TABLE_RE, TABLE_SHAPE)(value)
+    if name in NFT_KEYWORDS:
+        raise vol.Invalid(f"'{name}' is an nft keyword: nft would read `table inet {name}` as a "
+                          "syntax error; choose another name (e.g. 'netpath')")
+    return name
 
 
 def HostPort(value):
@@ -145,14 +185,16 @@ def HostPort(value):
 
 def Mask(value):
     try:
-        number = int(value, 16) if isinstance(value, str) else int(value)
+        if isinstance(value, str) and not HEX_TEXT.match(value.strip()):
+            raise ValueError(value)
+        number = int(value.strip(), 16) if isinstance(value, str) else whole_number(value)
     except (TypeError, ValueError):
-        raise vol.Invalid(f"expected a hex mark mask such as 0x3F00, got {value!r}") from None
+        raise vol.Invalid(f"expected a hex mark mask such as 0x3F00, got {shown(value)}") from None
     if number <= 0 or number > 0xFFFFFFFF:
-        raise vol.Invalid(f"mark mask {value!r} must be a non-zero 32-bit value")
+        raise vol.Invalid(f"mark mask {shown(value)} must be a non-zero 32-bit value")
     bits = len(marks.mask_bits(number))
     if bits < 3 or bits > 8:
-        raise vol.Invalid(f"mark mask {value!r} has {bits} bits; NetPath needs 3 to 8 bits "
+        raise vol.Invalid(f"mark mask {shown(value)} has {bits} bits; NetPath needs 3 to 8 bits "
                           "(ids for the interfaces plus blackhole, unreachable, default)")
     return number
 
@@ -162,7 +204,7 @@ def Address(value):
     try:
         return str(plain_ip(str(value)))
     except ValueError:
-        raise vol.Invalid(f"{value!r} is not an IP address") from None
+        raise vol.Invalid(f"{shown(value)} is not an IP address") from None
 
 
 def Prefix(value):
@@ -174,19 +216,19 @@ def Prefix(value):
         try:
             ip = plain_ip(addr)
         except ValueError:
-            raise vol.Invalid(f"{value!r} is not an address or prefix") from None
+            raise vol.Invalid(f"{shown(value)} is not an address or prefix") from None
         if mask.isascii() and mask.isdigit():
             length = int(mask)
             if length > ip.max_prefixlen:
-                raise vol.Invalid(f"{value!r}: prefix length {length} is longer than "
+                raise vol.Invalid(f"{shown(value)}: prefix length {length} is longer than "
                                   f"{ip.max_prefixlen}")
             return str(ipaddress.ip_network(f"{ip}/{length}", strict=False))
         try:
             netmask = plain_ip(mask)
         except ValueError:
-            raise vol.Invalid(f"{value!r}: '{mask}' is neither a prefix length nor a netmask") from None
+            raise vol.Invalid(f"{shown(value)}: '{mask}' is neither a prefix length nor a netmask") from None
         if netmask.version != ip.version:
-            raise vol.Invalid(f"{value!r}: address and netmask are of different families")
+            raise vol.Invalid(f"{shown(value)}: address and netmask are of different families")
         bits = int(netmask)
         total = ip.max_prefixlen
         inverted = ~bits & ((1 << total) - 1)
@@ -198,7 +240,7 @@ def Prefix(value):
     try:
         return str(plain_ip(text))
     except ValueError:
-        raise vol.Invalid(f"{value!r} is not an address or prefix") from None
+        raise vol.Invalid(f"{shown(value)} is not an address or prefix") from None
 
 
 def prefix_family(text: str) -> str:
@@ -214,15 +256,15 @@ def Ports(value):
         for part in re.split(r"[,\s]+", str(item).strip()):
             if not part:
                 continue
-            m = re.fullmatch(r"(\d{1,5})(?:[-:](\d{1,5}))?", part)
+            m = re.fullmatch(r"([0-9]{1,5})(?:[-:]([0-9]{1,5}))?", part)
             if not m:
-                raise vol.Invalid(f"{part!r} is not a port or port range (e.g. 443, 80,443, 1000-2000)")
+                raise vol.Invalid(f"{shown(part)} is not a port or port range (e.g. 443, 80,443, 1000-2000)")
             lo = int(m.group(1))
             hi = int(m.group(2)) if m.group(2) else lo
             if not (1 <= lo <= 65535 and 1 <= hi <= 65535):
-                raise vol.Invalid(f"{part!r}: ports are 1..65535")
+                raise vol.Invalid(f"{shown(part)}: ports are 1..65535")
             if lo > hi:
-                raise vol.Invalid(f"{part!r}: the range starts after it ends")
+                raise vol.Invalid(f"{shown(part)}: the range starts after it ends")
             ranges.append([lo, hi])
     if not ranges:
         raise vol.Invalid("empty port list")
@@ -235,7 +277,7 @@ def Proto(value):
         return text
     if text.isascii() and text.isdigit() and 0 <= int(text) <= 255:
         return text
-    raise vol.Invalid(f"{value!r} is not a protocol{suggest(text, PROTOCOLS)}; allowed: "
+    raise vol.Invalid(f"{shown(value)} is not a protocol{suggest(text, PROTOCOLS)}; allowed: "
                       f"{', '.join(PROTOCOLS)} or a number 0..255")
 
 
@@ -262,7 +304,7 @@ def Unique(check):
         seen = set()
         for item in out:
             if item in seen:
-                raise vol.Invalid(f"{item!r} is listed twice")
+                raise vol.Invalid(f"{shown(item)} is listed twice")
             seen.add(item)
         return out
     return inner
@@ -271,24 +313,47 @@ def Unique(check):
 def Url(value):
     if isinstance(value, str) and URL_RE.match(value):
         return value
-    raise vol.Invalid(f"{value!r} is not an http:// or https:// URL")
+    raise vol.Invalid(f"{shown(value)} is not an http:// or https:// URL")
 
 
 def DnsName(value):
     if isinstance(value, str) and len(value) <= 253 and DNS_NAME_RE.match(value):
         return value
-    raise vol.Invalid(f"{value!r} is not a DNS name")
+    raise vol.Invalid(f"{shown(value)} is not a DNS name")
+
+
+# Text a person means as an address: only digits and dots, or a colon. `192.0.2.256` is
+# no host name: no resolver would look it up.
+ADDRESS_LIKE = re.compile(r"[0-9.]+\Z|.*:")
+
+
+def never_answers(ip) -> str:
+    """What makes `ip` a probe target no single host answers, or ""."""
+    if ip.is_unspecified:
+        return "the unspecified address"
+    if ip.is_multicast:
+        return "a multicast address"
+    if ip == ipaddress.IPv4Address("255.255.255.255"):
+        return "the broadcast address"
+    return ""
 
 
 def TrackTarget(value):
     text = str(value).strip()
     try:
-        return str(plain_ip(text))
+        ip = plain_ip(text)
     except ValueError:
-        pass
+        ip = None
+    if ip is not None:
+        never = never_answers(ip)
+        if never:
+            raise vol.Invalid(f"{text} is {never}; no probe to it is ever answered by one host")
+        return str(ip)
+    if ADDRESS_LIKE.match(text):
+        raise vol.Invalid(f"{shown(value)} is not a valid IP address")
     if DNS_NAME_RE.match(text) and text != "." and len(text) <= 253:
         return text  # host names are allowed for httping only (checked later)
-    raise vol.Invalid(f"{value!r} is neither an IP address nor a host name")
+    raise vol.Invalid(f"{shown(value)} is neither an IP address nor a host name")
 
 
 # --- the schema ------------------------------------------------------------------------------
@@ -403,8 +468,8 @@ def _run(schema: dict, data, path: tuple, locator, errors: list, kind: str):
             if kind == "interface" and key in TRACK and locator.fmt != "uci":
                 extra = f" (tracking settings go under '{'.'.join(str(p) for p in path[:2])}.track')"
             article = "an" if kind[0] in "aeiou" else "a"
-            errors.append(f"{place}: unknown option '{key}' for {article} {kind}"
-                          f"{suggest(key, spellings) or extra}; allowed: {', '.join(sorted(spellings))}")
+            errors.append(f"{place}: unknown option {shown(str(key))} for {article} {kind}"
+                          f"{suggest(clip(key), spellings) or extra}; allowed: {', '.join(sorted(spellings))}")
         else:
             clean[key] = data[key]
     try:
@@ -434,7 +499,7 @@ def validate(source) -> dict:
         out[key] = {}
         for name, data in section.items():
             if not NAME_RE.match(str(name)):
-                errors.append(f"{loc.where((key, name))}: name {str(name)!r} is not valid "
+                errors.append(f"{loc.where((key, name))}: name {shown(str(name))} is not valid "
                               "(1-32 characters: letters, digits, underscore)")
                 continue
             checked = _run({"interfaces": INTERFACE, "members": MEMBER, "policies": POLICY}[key],
@@ -466,11 +531,43 @@ def validate(source) -> dict:
         checked["_index"] = i
         out["rules"].append(checked)
 
+    if not errors and not tree.get("interfaces"):
+        errors.append(f"{loc.filename}: nothing to do: the config defines no interfaces; NetPath "
+                      "writes no empty bundle (a reload would apply it and remove all policy routing)")
     if not errors:
         _cross_check(out, loc, errors)
+    if not errors:
+        _check_scale(out, loc, errors)
     if errors:
         raise ConfigErrors(errors)
     return out
+
+
+def _check_scale(cfg: dict, loc, errors: list):
+    """The budget of a bundle: what each rendered file costs is small, but state files grow
+    as 2^members per policy and every rule, target and address adds kernel work."""
+    files = {name: 2 ** len(p["members"]) for name, p in cfg["policies"].items()}
+    if sum(files.values()) > MAX_STATE_FILES:
+        biggest = ", ".join(f"{name} {count}" for name, count in
+                            sorted(files.items(), key=lambda kv: -kv[1])[:3])
+        errors.append(f"{loc.where(('policies',))}: {len(files)} policies need {sum(files.values())} "
+                      f"state files (2^members each: {biggest}{', ...' if len(files) > 3 else ''}); a "
+                      f"bundle holds at most {MAX_STATE_FILES}: use fewer members per policy or fewer "
+                      "policies")
+    if len(cfg["rules"]) > MAX_RULES:
+        errors.append(f"{loc.where(('rules',))}: {len(cfg['rules'])} rules; a bundle holds at most "
+                      f"{MAX_RULES} (merge rules with address lists or sets)")
+    for name, iface in cfg["interfaces"].items():
+        targets = iface["track"]["targets"]
+        if len(targets) > MAX_TARGETS:
+            errors.append(f"{loc.where(('interfaces', name, 'track', 'targets'))}: {len(targets)} "
+                          f"targets; an interface probes at most {MAX_TARGETS}")
+    for rule in cfg["rules"]:
+        for key in ("src_ip", "dest_ip"):
+            if len(rule.get(key, ())) > MAX_ADDRESSES:
+                errors.append(f"{loc.where(('rules', rule['_index'], key))}: {len(rule[key])} "
+                              f"addresses; a rule matches at most {MAX_ADDRESSES} (use an nft set, "
+                              "option ipset, for more)")
 
 
 def _cross_check(cfg: dict, loc, errors: list):
@@ -480,6 +577,15 @@ def _cross_check(cfg: dict, loc, errors: list):
     if len(interfaces) > limit:
         errors.append(f"{loc.where(('globals', 'mark_mask'))}: mark mask {g['mark_mask']:#x} has room "
                       f"for {limit} interfaces, the config has {len(interfaces)}; widen the mask")
+    base = g["route_table_base"]
+    tables = range(base + 1, base + limit + 1)
+    clash = [f"{t} ({RESERVED_TABLES[t]})" for t in sorted(RESERVED_TABLES) if t in tables]
+    if clash:
+        lower = f" or at most {252 - limit}" if 252 - limit >= 1 else ""
+        errors.append(f"{loc.where(('globals', 'route_table_base'))}: routing tables "
+                      f"{base + 1}..{base + limit} (one per interface id the mark mask "
+                      f"{g['mark_mask']:#x} allows) would include the kernel's table "
+                      f"{' and '.join(clash)}; use a base of at least 255{lower}")
     ids: dict = {}
     devices: dict = {}
     for name, iface in interfaces.items():

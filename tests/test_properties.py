@@ -104,7 +104,10 @@ def configs(draw, table: str):
             rule["timeout"] = draw(st.integers(1, 86400))
         rules.append(rule)
     mask = draw(st.sampled_from([m for m in MASKS if marks.max_interfaces(int(m, 16)) >= len(ifaces)]))
-    return {"global": {"nft_table": table, "mark_mask": mask, "route_table_base": draw(st.integers(1, 5000))},
+    # Tables base+1 .. base+ids stay clear of the kernel's 253-255 (validate refuses the rest).
+    ids = marks.max_interfaces(int(mask, 16))
+    bases = st.integers(255, 5000) if ids > 251 else st.integers(1, 252 - ids) | st.integers(255, 5000)
+    return {"global": {"nft_table": table, "mark_mask": mask, "route_table_base": draw(bases)},
             "interfaces": ifaces, "members": members, "policies": policies, "rules": rules}
 
 

@@ -167,7 +167,7 @@ def test_a_yaml_key_given_twice_is_refused_not_silently_dropped():
     raw = b"interfaces:\n  wan: {ifname: eth0}\n  wanb: {ifname: eth1}\n  wan: {ifname: eth2}\n"
     with pytest.raises(load.LoadError) as err:
         load.loads(raw, "n.yaml", "yaml")
-    assert err.value.lines == ["n.yaml:4: YAML syntax error: key 'wan' appears twice in one mapping "
+    assert err.value.lines == ["n.yaml:4: YAML: key 'wan' appears twice in one mapping "
                                "(first on line 2); names must be unique"]
 
 
