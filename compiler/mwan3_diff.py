@@ -26,6 +26,24 @@ def detection_seconds(track: dict) -> "tuple[float, float, float, float]":
     return mwan3_best, mwan3_best + interval, netpath_best, netpath_best + interval
 
 
+def _defaults() -> dict:
+    from .mwan3_convert import _schema_default
+    from .validate import TRACK
+
+    return {k: _schema_default(TRACK, k) for k in ("interval", "timeout", "down", "up")}
+
+
+def netpath_defaults() -> str:
+    d = _defaults()
+    return f"interval {d['interval']:g} s, timeout {d['timeout']:g} s, down {d['down']}, up {d['up']}"
+
+
+def default_detection_seconds() -> float:
+    """The bound for NetPath's defaults: interval + down x timeout + (down - 1) x failure_interval."""
+    d = _defaults()
+    return d["interval"] + d["down"] * d["timeout"] + (d["down"] - 1) * d["interval"]
+
+
 def differences(conv: Converter) -> list:
     out = []
     for name, iface in conv.tree["interfaces"].items():
@@ -41,8 +59,10 @@ def differences(conv: Converter) -> list:
             timing = (f"mwan3 probes its {count} targets one after another and declares the WAN down "
                       f"{m_best:g}-{m_worst:g} s after an outage starts; NetPath probes them at once: "
                       f"{n_best:g}-{n_worst:g} s with the same settings")
-        out.append(f"Failure detection on '{name}': {timing}. Lower interval, failure_interval, "
-                   "timeout or down to react faster. A lost link (ifdown) is seen at once by both.")
+        out.append(f"Failure detection on '{name}': {timing}. The converted config keeps mwan3's "
+                   f"timing; NetPath's own defaults ({netpath_defaults()}) take at most "
+                   f"{default_detection_seconds():g} s: drop interval, failure_interval, timeout, down "
+                   "and up to use them. A lost link (ifdown) is seen at once by both.")
     for name, events in sorted(conv.flushes.items()):
         out.append(f"Conntrack flush on '{name}' ({', '.join(events)}): mwan3 flushes the whole "
                    "conntrack table, dropping every WAN's flows and NAT state; NetPath deletes only "

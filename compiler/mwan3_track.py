@@ -22,6 +22,10 @@ if TYPE_CHECKING:
     from .mwan3_convert import Converter
 
 NSLOOKUP_QUERY = "www.google.com"  # mwan3track: `nslookup www.google.com <track_ip>`
+# Written even where they equal NetPath's defaults: those detect a dead uplink in seconds,
+# mwan3's in a minute or more, and an imported config keeps mwan3's rhythm until the user
+# changes it (a later change of NetPath's defaults must not move it either).
+TIMING = ("timeout", "interval", "failure_interval", "recovery_interval", "down", "up")
 
 
 def convert_interface(conv: Converter, section, position: int):
@@ -175,9 +179,8 @@ def track_settings(conv: Converter, section, family, name) -> "dict | None":
               "size": 65507, "max_ttl": 255}.get(key, 100)
         lo = 0 if key.endswith("_loss") else 1
         values[key] = conv.integer(section, key, default, lo, hi)
-    for key in OPTIONAL_TRACK:
-        if key in section.options:
-            values[key] = conv.integer(section, key, values["interval"], 1, 3600)
+    for key in OPTIONAL_TRACK:  # mwan3's backend default: interval
+        values[key] = conv.integer(section, key, values["interval"], 1, 3600)
     for key, default in BOOL_TRACK.items():
         values[key] = conv.boolean(section, key, default)
     if values["reliability"] > len(usable):
@@ -199,7 +202,7 @@ def track_settings(conv: Converter, section, family, name) -> "dict | None":
                       f"{fail}, which judges the same")
             values[f"recovery_{kind}"] = fail
     for key, value in values.items():
-        if key in section.options or conv.differs(validate.TRACK, key, value):
+        if key in section.options or key in TIMING or conv.differs(validate.TRACK, key, value):
             t[key] = value
     if "initial_state" in section.options or conv.differs(validate.TRACK, "initial_state", initial):
         t["initial_state"] = initial

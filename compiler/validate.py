@@ -376,13 +376,16 @@ TRACK = {
     vol.Optional("targets", default=[]): Unique(ListOf(TrackTarget)),
     vol.Optional("reliability", default=1): Int(1, 100),
     vol.Optional("count", default=1): Int(1, 100),
-    vol.Optional("timeout", default=4.0): Seconds(0.05, 60),
-    vol.Optional("interval", default=10.0): Seconds(0.05, 3600),
+    # Detect a dead uplink within 10 s with one probe per target per second at most:
+    # interval + down x timeout + (down - 1) x failure_interval = 1 + 3 x 2 + 2 x 1 = 9 s
+    # (docs/config.md). mwan3's 10 / 4 / 5 take 70 s; import-mwan3 writes them explicitly.
+    vol.Optional("timeout", default=2.0): Seconds(0.05, 60),
+    vol.Optional("interval", default=1.0): Seconds(0.05, 3600),
     vol.Optional("failure_interval"): Seconds(0.05, 3600),
     vol.Optional("recovery_interval"): Seconds(0.05, 3600),
     vol.Optional("keep_failure_interval", default=False): Bool,
-    vol.Optional("up", default=5): Int(1, 100),
-    vol.Optional("down", default=5): Int(1, 100),
+    vol.Optional("up", default=3): Int(1, 100),
+    vol.Optional("down", default=3): Int(1, 100),
     vol.Optional("initial_state", default="online"): OneOf("online", "offline"),
     vol.Optional("check_quality", default=False): Bool,
     vol.Optional("failure_latency", default=1000.0): Number(1, 60000),

@@ -840,3 +840,31 @@ def test_settings_defaults_are_mwan3_code_defaults():
 def test_settings_reject_bad_values_naming_the_option(d, message):
     with pytest.raises(ValueError, match=message):
         TrackSettings.from_dict(d)
+
+
+def test_the_default_tracking_settings_detect_a_dead_uplink_within_10_s_at_one_probe_per_second():
+    """The compiler's defaults (a config that sets no timing), run through the state machine
+    on a virtual clock: the worst case is an outage that starts just after a good round,
+    then every probe waits its full timeout. docs/config.md documents the bound."""
+    from netpath.compiler import load, resolve, validate
+    from netpath.agent.track import settings_of
+
+    source = load.loads(b"config interface 'wan'\n\toption ifname 'eth0'\n\tlist track_targets '192.0.2.1'\n"
+                            b"config member 'm'\n\toption interface 'wan'\nconfig policy 'p'\n\tlist members 'm'\n"
+                            b"config rule 'r'\n\toption policy 'p'\n", "netpath", "uci")
+    model = resolve.resolve(validate.validate(source), source.locator)
+    settings = settings_of(model.interfaces[0])
+    assert settings.count == 1 and settings.interval >= 1.0, "at most one probe per second per target"
+    health = h.initial(settings)
+    clock = settings.interval  # the good round ended, its sleep runs, the outage began at 0
+    lost = [h.TargetResult("192.0.2.1", sent=1, received=0, latency_ms=None, error="timeout")]
+    while True:
+        clock += settings.timeout  # the round's probe waits its full time
+        step = h.on_round(health, lost, settings)
+        health = step.health
+        if h.DISCONNECTED in step.events:
+            break
+        clock += step.sleep
+    assert not h.is_usable(health)
+    assert clock == settings.interval + settings.down * settings.timeout + (settings.down - 1) * settings.failure_sleep
+    assert clock <= 10.0, f"{clock} s"
