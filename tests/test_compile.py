@@ -173,6 +173,24 @@ def test_the_kernel_rejects_a_broken_state_file_and_names_the_section():
     assert state in text and "policy wan_wanb" in text
 
 
+def test_a_broken_state_file_past_the_first_run_of_the_check_is_found_and_named(tmp_path):
+    """More variants than check.STATES_PER_RUN are checked in several nft runs."""
+    members = "".join(f"config interface 'w{i}'\n\toption ifname 'eth{i}'\n\toption track_method 'none'\n"
+                      f"config member 'm{i}'\n\toption interface 'w{i}'\n" for i in range(10))
+    config = tmp_path / "ten.uci"
+    config.write_text(members + "config policy 'p'\n" + "".join(f"\tlist members 'm{i}'\n" for i in range(10)))
+    files = dict(pipeline.build(str(config)).files)
+    states = sorted(p for p in files if p.startswith("states/"))
+    assert len(states) == 1024 > check.STATES_PER_RUN
+    check.check_files(files)
+    broken = states[check.STATES_PER_RUN + 7]
+    files[broken] = files[broken].replace("goto mark_", "goto nowhere_", 1)
+    with pytest.raises(check.CheckFailed) as failure:
+        check.check_files(files)
+    text = "\n".join(failure.value.lines)
+    assert broken in text and "policy p" in text, text
+
+
 MARK_PROBE = textwrap.dedent('''
     import json, socket, subprocess, sys
     bundle, state_up, state_down = sys.argv[1:4]
