@@ -48,6 +48,9 @@ def main(argv=None) -> int:
 
     p = argparse.ArgumentParser(prog="netpath-agent",
                                 description="Track the uplinks and keep NetPath's policies in line with their health.")
+    from . import VERSION
+
+    p.add_argument("--version", action="version", version=f"netpath-agent {VERSION}")
     p.add_argument("--bundle", required=True, metavar="DIR", help="bundle directory (from `netpath compile`)")
     p.add_argument("--socket", default=DEFAULT_SOCKET, metavar="PATH",
                    help=f"control socket (default {DEFAULT_SOCKET}; 'none' for no socket)")

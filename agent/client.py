@@ -328,14 +328,22 @@ def main(argv, prog: str = "netpath") -> int:
         args = _parser(command, sub_prog).parse_args(argv[1:])
     except SystemExit as exc:  # --help (0) or bad arguments (2): argparse already said why
         return exc.code if isinstance(exc.code, int) else 2
-    if getattr(args, "watch", False):
-        if args.interval <= 0:
-            print(f"{sub_prog}: error: --interval must be more than 0 seconds", file=sys.stderr)
-            return 2
-        return watch(command, args, sys.stdout)
-    if command == "ifevent":
-        return _ifevent(args, sub_prog)
-    return _once(command, args, sub_prog, sys.stdout)
+    if getattr(args, "watch", False) and args.interval <= 0:
+        print(f"{sub_prog}: error: --interval must be more than 0 seconds", file=sys.stderr)
+        return 2
+    if command == "history" and args.limit is not None and args.limit < 1:
+        print(f"{sub_prog}: error: --limit must be at least 1", file=sys.stderr)
+        return 2
+    try:
+        if getattr(args, "watch", False):
+            return watch(command, args, sys.stdout)
+        if command == "ifevent":
+            return _ifevent(args, sub_prog)
+        return _once(command, args, sub_prog, sys.stdout)
+    except BrokenPipeError:  # `netpath status --watch | head`: the reader has seen enough
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())  # so the interpreter's final flush fails silently
+        return 0
 
 
 def _once(command: str, args, prog: str, out) -> int:
@@ -350,6 +358,13 @@ def _once(command: str, args, prog: str, out) -> int:
     if not reply["ok"]:
         print(f"{prog}: the agent refused: {reply.get('error', 'no reason given')}", file=sys.stderr)
         return 1
+    if command == "interfaces" and args.names:
+        known = [i.get("name") for i in reply.get("interfaces") or []]
+        unknown = [n for n in args.names if n not in known]
+        if unknown:
+            print(f"{prog}: no interface {', '.join(map(repr, unknown))} in the running agent "
+                  f"(have: {', '.join(known) or 'none'})", file=sys.stderr)
+            return 2
     out.write(render(command, args, reply, time.time()) + "\n")
     return 0
 

@@ -6,6 +6,11 @@ disconnected, connecting, disconnecting, ifup, ifdown), INTERFACE and DEVICE. Ev
 after another in the order they happened, in a worker task: a slow script delays later
 hooks, never the tracking. Each script has a time limit; one that outlives it is killed
 with its process group.
+
+Like mwan3's tracker, the four tracking events (connected, disconnected, connecting,
+disconnecting) also go to OpenWrt's hotplug system when `hotplug-call` is on PATH:
+`hotplug-call netpath` runs every script in /etc/hotplug.d/netpath/ with the same
+ACTION, INTERFACE and DEVICE, where LED and notification packages put theirs.
 """
 
 from __future__ import annotations
@@ -13,11 +18,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import shutil
 import signal
 from pathlib import Path
 
 DEFAULT_DIRECTORY = "/etc/netpath/hooks.d"
 HOOK_TIMEOUT = 30.0
+HOTPLUG_ACTIONS = ("connected", "disconnected", "connecting", "disconnecting")
+HOTPLUG_SUBSYSTEM = "netpath"
 MAX_PENDING = 256  # events queued behind slow hooks before new ones are dropped (and logged)
 
 log = logging.getLogger("netpath.hooks")
@@ -35,10 +43,10 @@ def scripts(directory) -> list:
     return [p for p in entries if p.is_file() and os.access(p, os.X_OK) and not p.name.startswith(".")]
 
 
-async def run_script(path: Path, env: dict, timeout: float) -> "int | None":
+async def run_script(path, env: dict, timeout: float, args=()) -> "int | None":
     """Run one hook; its exit status, or None when it was killed for running too long."""
     proc = await asyncio.create_subprocess_exec(
-        str(path), stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
+        str(path), *args, stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.STDOUT, env=env, start_new_session=True)
     try:
         out, _ = await asyncio.wait_for(proc.communicate(), timeout)
@@ -86,9 +94,13 @@ class Hooks:
             found = await asyncio.to_thread(scripts, self.directory)
             env = {"PATH": os.environ.get("PATH", "/usr/sbin:/usr/bin:/sbin:/bin"),
                    "ACTION": action, "INTERFACE": interface, "DEVICE": device}
-            for path in found:
+            calls = [(path, ()) for path in found]
+            hotplug = shutil.which("hotplug-call", path=env["PATH"]) if action in HOTPLUG_ACTIONS else None
+            if hotplug:
+                calls.append((hotplug, (HOTPLUG_SUBSYSTEM,)))
+            for path, args in calls:
                 try:
-                    await run_script(path, env, self.timeout)
+                    await run_script(path, env, self.timeout, args)
                     self.runs += 1
                 except OSError as exc:
                     log.warning("hook %s cannot run: %s", path, exc.strerror or exc)

@@ -141,7 +141,10 @@ def _check(args) -> int:
 
 
 def parser() -> argparse.ArgumentParser:
+    from netpath.agent import VERSION
+
     p = argparse.ArgumentParser(prog="netpath", description="NetPath multi-WAN: compile, apply, inspect.")
+    p.add_argument("--version", action="version", version=f"netpath {VERSION}")
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
 

@@ -93,8 +93,9 @@ class AgentError(RuntimeError):
 
 class RunningAgent:
     def __init__(self, lab: netlab.Lab, bundle: Path, workdir: Path, hooks: "Path | None" = None,
-                 extra: tuple = (), name: str = "agent"):
+                 extra: tuple = (), name: str = "agent", env: "dict | None" = None):
         self.lab = lab
+        self.env = env  # the agent's environment (None: the test's own)
         self.bundle = Path(bundle)
         self.workdir = Path(workdir)
         self.socket = str(self.workdir / f"{name}.sock")
@@ -113,7 +114,7 @@ class RunningAgent:
         argv = [AGENT, "--bundle", str(self.bundle), "--socket", self.socket, "--hooks", str(self.hooks),
                 *self.extra]
         self.started_at = time.time()
-        self.process = self.lab.popen("router", argv, stdout=self._log, stderr=self._log)
+        self.process = self.lab.popen("router", argv, stdout=self._log, stderr=self._log, env=self.env)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:

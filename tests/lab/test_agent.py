@@ -8,6 +8,7 @@ The agent runs inside the lab's router namespace; failures are made in the ISP n
 from __future__ import annotations
 
 import json
+import os
 import random
 import signal
 import subprocess
@@ -491,3 +492,31 @@ def test_the_agent_refuses_to_start_beside_mwan3(lab2, agents, tmp_path):
     assert agent.stop() == 0
     assert "proto 93" in lab2.run("router", ["ip", "-4", "rule", "show"]).stdout
     assert agents(bundle).request("status")["ok"]
+
+
+def test_tracking_events_reach_hotplug_call_netpath_like_mwan3s(lab2, agents, tmp_path):
+    """A stand-in `hotplug-call` first on the agent's PATH records how it is called: OpenWrt's
+    runs /etc/hotplug.d/netpath/* with this environment. ifup/ifdown stay hooks.d's only."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    record = tmp_path / "hotplug"
+    stand_in = bin_dir / "hotplug-call"
+    stand_in.write_text(f'#!/bin/sh\necho "$* ACTION=$ACTION INTERFACE=$INTERFACE DEVICE=$DEVICE" >> {record}\n')
+    stand_in.chmod(0o755)
+    env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}"}
+    agent = agents(compile_bundle(tmp_path, agent_config(track={"down": 2, "up": 2})), env=env)
+    lab2.isp_blackhole(1)
+    agent.wait_state("wan1", "offline", timeout=10)
+    lab2.isp_blackhole(1, on=False)
+    agent.wait_state("wan1", "online", timeout=10)
+    lab2.carrier(1, False)  # ifdown-like: a link event, not a tracking one
+    agent.wait_state("wan1", "offline", timeout=10)
+    lab2.carrier(1, True)
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline and (record.read_text() if record.exists() else "").count("\n") < 4:
+        time.sleep(0.1)
+    lines = record.read_text().splitlines()
+    assert lines[:4] == [f"netpath ACTION={action} INTERFACE=wan1 DEVICE=wan1"
+                         for action in ("disconnecting", "disconnected", "connecting", "connected")]
+    assert all(line.startswith("netpath ACTION=") for line in lines)
+    assert not any("ACTION=ifdown" in line or "ACTION=ifup" in line for line in lines)

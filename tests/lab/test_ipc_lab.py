@@ -978,3 +978,24 @@ def test_a_globally_disabled_config_says_so_not_a_state_per_interface(lab2, agen
     shown = lab2.run("router", [NETPATH, "status", "--socket", agent.socket], timeout=30)
     lines = shown.stdout.splitlines()
     assert lines[0].startswith("NetPath 0.1.0, agent up ") and lines[1:] == ["NetPath is disabled (globals enabled 0)"]
+
+
+def test_watch_into_a_closed_pipe_and_an_unknown_interface(lab2, agents, tmp_path):
+    agent = agents(balanced_bundle(tmp_path))
+    argv = ["ip", "netns", "exec", lab2.router, NETPATH, "status", "--watch", "--interval", "0.1",
+            "--socket", agent.socket]
+    watcher = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    head = [watcher.stdout.readline() for _ in range(3)]  # `| head -n 3`
+    watcher.stdout.close()
+    try:
+        _, err = watcher.communicate(timeout=15)
+    finally:
+        watcher.kill()
+    assert head[0].startswith(b"every 0.1s: netpath status")
+    assert watcher.returncode == 0 and err == b"", err.decode()[-500:]
+    unknown = lab2.run("router", [NETPATH, "interfaces", "wan1", "nope", "--socket", agent.socket], check=False,
+                       timeout=30)
+    assert unknown.returncode == 2 and unknown.stdout == ""
+    assert unknown.stderr.strip() == "netpath interfaces: no interface 'nope' in the running agent (have: wan1, wan2)"
+    known = lab2.run("router", [NETPATH, "interfaces", "wan1", "--socket", agent.socket], timeout=30)
+    assert known.stdout.startswith("wan1  online")

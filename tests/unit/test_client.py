@@ -335,3 +335,25 @@ def test_module_entry_point_exits_1_without_agent(sockdir):
     proc = subprocess.run([sys.executable, "-m", "netpath.agent.client", "status", "--socket",
                            os.path.join(sockdir, "np.sock")], capture_output=True, text=True, timeout=30)
     assert proc.returncode == 1 and "no NetPath agent is running" in proc.stderr
+
+
+def test_version_of_both_programs_is_the_projects():
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    tomllib = pytest.importorskip("tomllib")  # Python 3.11+
+
+    from netpath.agent import VERSION
+
+    project = tomllib.loads((Path(__file__).resolve().parents[2] / "pyproject.toml").read_text())["project"]
+    assert VERSION == project["version"]
+    bin_dir = Path(sys.executable).parent
+    for program in ("netpath", "netpath-agent"):
+        done = subprocess.run([str(bin_dir / program), "--version"], capture_output=True, text=True, timeout=60)
+        assert (done.returncode, done.stdout, done.stderr) == (0, f"{program} {VERSION}\n", "")
+
+
+def test_history_limit_below_one_is_an_argument_error(capsys):
+    assert client.main(["history", "--limit", "0", "--socket", "/nonexistent.sock"]) == 2
+    assert "--limit must be at least 1" in capsys.readouterr().err
