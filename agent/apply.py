@@ -190,24 +190,32 @@ def mwan3_rules(protocol: int) -> list:
     return found
 
 
-def sync_rules(wanted: dict, protocol: int) -> int:
-    """Make NetPath's ip rules exactly `wanted`; touch nothing else. Returns changes made."""
-    changes = 0
+def rule_lines(wanted: dict, protocol: int) -> dict:
+    """family -> the `ip -batch` lines that make NetPath's ip rules exactly `wanted` (reads the
+    kernel, changes nothing; rules of other protocols are never named)."""
+    out = {}
     for family, rules in wanted.items():
         present = {}
         for entry in ip_json(family, "rule", "show"):
             if str(entry.get("protocol", "")) == str(protocol):
                 present[_rule_key(entry)] = entry
-        lines = []
-        for key, entry in present.items():
-            if key not in rules:
-                lines.append(_delete_line(entry, protocol))
-        for key, line in rules.items():
-            if key not in present:
-                lines.append(line)
-        ip_batch(family, lines)
-        changes += len(lines)
-    return changes
+        lines = [_delete_line(entry, protocol) for key, entry in present.items() if key not in rules]
+        lines += [line for key, line in rules.items() if key not in present]
+        if lines:
+            out[family] = lines
+    return out
+
+
+def sync_rules(wanted: dict, protocol: int) -> int:
+    """Make NetPath's ip rules exactly `wanted`; touch nothing else. Returns changes made."""
+    return run_lines(rule_lines(wanted, protocol))
+
+
+def run_lines(lines: dict) -> int:
+    """Run {family: ip -batch lines}; returns how many lines ran."""
+    for family, batch in lines.items():
+        ip_batch(family, batch)
+    return sum(len(batch) for batch in lines.values())
 
 
 def _delete_line(entry: dict, protocol: int) -> str:
@@ -227,9 +235,10 @@ def _delete_line(entry: dict, protocol: int) -> str:
     return " ".join(parts + ["protocol", str(protocol)])
 
 
-def sync_routes(model: Model, links: dict) -> int:
-    """Each WAN table holds the default route via that WAN; stale NetPath routes go."""
-    changes = 0
+def route_lines(model: Model, links: dict) -> dict:
+    """family -> the `ip -batch` lines that give each WAN table the default route via that
+    WAN and take stale NetPath routes away (reads the kernel, changes nothing)."""
+    out = {}
     tables = {}
     for iface in model.interfaces:
         link = links.get(iface.name)
@@ -260,9 +269,13 @@ def sync_routes(model: Model, links: dict) -> int:
             lines.append(f"route replace default {via}dev {link.device} table {table} "
                          f"proto {model.route_protocol} {onlink}".strip())
         if lines:
-            ip_batch(family, lines)
-            changes += len(lines)
-    return changes
+            out[family] = lines
+    return out
+
+
+def sync_routes(model: Model, links: dict) -> int:
+    """Each WAN table holds the default route via that WAN; stale NetPath routes go."""
+    return run_lines(route_lines(model, links))
 
 
 # --- the ruleset -----------------------------------------------------------------------------
@@ -310,13 +323,22 @@ def transaction(b: bundle_mod.Bundle, masks: dict, links: dict, live: dict) -> s
     return "\n".join(p.rstrip("\n") for p in parts) + "\n"
 
 
+BYPASS_SETS = (("ipv4", "bypass_v4"), ("ipv6", "bypass_v6"))
+
+
+def bypass_networks(model: Model, links: dict) -> dict:
+    """set name -> the WAN links' own networks (sorted), which keep the main table. These
+    sets are the agent's: it fills them, and puts them right when someone else changes them."""
+    return {set_name: sorted({n for i in model.interfaces if i.family == family and links.get(i.name)
+                              for n in links[i.name].networks})
+            for family, set_name in BYPASS_SETS}
+
+
 def bypass_lines(model: Model, links: dict) -> list:
-    """Refill the sets of the WAN links' own networks, which keep the main table."""
+    """Refill the sets of the WAN links' own networks."""
     table = f"inet {model.table}"
     lines = []
-    for family, set_name in (("ipv4", "bypass_v4"), ("ipv6", "bypass_v6")):
-        nets = sorted({n for i in model.interfaces if i.family == family and links.get(i.name)
-                       for n in links[i.name].networks})
+    for set_name, nets in bypass_networks(model, links).items():
         lines.append(f"flush set {table} {set_name}")
         if nets:
             lines.append(f"add element {table} {set_name} {{ {', '.join(nets)} }}")
@@ -362,7 +384,15 @@ def apply(b: bundle_mod.Bundle, alive: "set | None" = None, nft: "Nft | None" = 
 
 def sync_routing(b: bundle_mod.Bundle, links: dict) -> tuple:
     """NetPath's ip rules and WAN tables for `links`; returns (rule changes, route changes)."""
-    return sync_rules(desired_rules(b, links), b.model.route_protocol), sync_routes(b.model, links)
+    plan = routing_plan(b, links)
+    return run_lines(plan["rule"]), run_lines(plan["route"])
+
+
+def routing_plan(b: bundle_mod.Bundle, links: dict) -> dict:
+    """{"rule": {family: lines}, "route": {family: lines}}: what sync_routing would run now
+    (both empty when the kernel already holds NetPath's rules and WAN tables for `links`)."""
+    return {"rule": rule_lines(desired_rules(b, links), b.model.route_protocol),
+            "route": route_lines(b.model, links)}
 
 
 def explain_rejection(message: str, text: str) -> str:

@@ -124,7 +124,21 @@ def render_status(reply: dict, now: float) -> str:
         lines += table(["POLICY", "MODE", "IPV4", "IPV6"],
                        [[p.get("name"), p.get("mode"), spread_text(p, "ipv4"), spread_text(p, "ipv6")]
                         for p in policies])
+    lines += ["", kernel_line(reply.get("kernel"), now)]
     return "\n".join(lines)
+
+
+def kernel_line(kernel: "dict | None", now: float) -> str:
+    """When NetPath's kernel state last drifted, what was put right, how often."""
+    if not kernel:
+        return "kernel: drift not reported by this agent"
+    if kernel.get("last_drift") is None:
+        return "kernel: as loaded, no drift since the agent started"
+    repairs = ", ".join(f"{obj} {n}" for obj, n in (kernel.get("repairs") or {}).items()) or "none"
+    line = f"kernel: changed outside NetPath {duration(now - kernel['last_drift'])} ago"
+    if kernel.get("last_error"):
+        return f"{line}, NOT repaired: {kernel['last_error']}; repairs so far: {repairs}"
+    return f"{line}, repaired ({', '.join(kernel.get('last_repaired') or []) or '?'}); repairs so far: {repairs}"
 
 
 def interface_table(interfaces: list, now: float) -> list:

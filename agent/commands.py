@@ -171,7 +171,8 @@ class Commands:
         return {"version": VERSION, "bundle": self._bundle_info(),
                 "uptime": round(time.time() - self.agent.started, 3), "enabled": enabled,
                 **({} if enabled else {"message": DISABLED}),
-                "interfaces": await self._interface_rows(), "policies": self._policy_rows()}
+                "interfaces": await self._interface_rows(), "policies": self._policy_rows(),
+                "kernel": self.agent.kernel.report()}
 
     async def interfaces(self, request: dict) -> dict:
         return {"interfaces": await self._interface_rows()}
@@ -237,6 +238,7 @@ class Commands:
             "rules": await self._rule_counters(),
             "swaps": self.agent.swaps,
             "swap_seconds_last": self.agent.swap_seconds_last,
+            "kernel_repairs": dict(self.agent.kernel.repairs),
         }
         if fmt == "prometheus":
             return {"text": metrics_mod.prometheus_text(data)}

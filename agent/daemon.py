@@ -9,6 +9,13 @@ A change of an interface's usability runs, in order: the state transaction (the 
 the policies whose alive-mask changed, one nft transaction), the conntrack flush of the
 interface's mark when its `flush_conntrack` names the event, then the hook scripts.
 Every kernel write goes through one lock, so a swap never interleaves with a reload.
+
+The agent owns the truth about its kernel state (agent.drift): the kernel's change
+notifications (nftables', rtnetlink's rules and routes) and a slow periodic comparison wake a
+check of NetPath's table, ip rules and WAN tables against what the agent loaded; what another
+program changed is loaded again (the whole bundle for the nft table, with the current states;
+the routing plan for rules and routes), counted, logged and reported by `status`. Its own
+writes echo back as events too, and compare equal.
 """
 
 from __future__ import annotations
@@ -23,7 +30,7 @@ from collections import deque
 
 from . import apply as apply_mod
 from . import bundle as bundle_mod
-from . import conntrack, health as hl, probes, swap
+from . import conntrack, drift, health as hl, probes, swap
 from .hooks import DEFAULT_DIRECTORY as DEFAULT_HOOKS, Hooks
 from .links import LinkMonitor
 from .nft import Nft, NftError
@@ -34,6 +41,10 @@ log = logging.getLogger("netpath.agent")
 HISTORY_LENGTH = 200
 ADDRESS_SETTLE = 0.2  # seconds: a DHCP renew sends a burst of address/route events
 SWAP_RETRY = 5.0  # seconds before a rejected state transaction is tried again
+DRIFT_SETTLE = 0.1  # seconds: a kernel change comes as a burst of events; one check after it
+DRIFT_INTERVAL = 10.0  # seconds between the periodic comparisons (the safety net for lost events)
+DRIFT_RETRY = 2.0  # seconds before a failed repair is tried again
+REPAIR_BURST = (5, 10.0)  # more repairs than this within these seconds: slow down (a fight)
 DOWN_EVENTS = (hl.DISCONNECTED, hl.IFDOWN)
 
 
@@ -99,6 +110,13 @@ class Agent:
         self._pending_resync: dict = {}  # interface -> timer handle
         self._sync_retry: "asyncio.TimerHandle | None" = None  # after a refused state transaction
         self._event_locks: dict = {}  # interface -> lock keeping its conntrack flushes and hooks in order
+        self.kernel = drift.Record()  # kernel drift: what was repaired, when, how often
+        self._expected_nft: dict = {}  # drift.structure() of the table right after the agent's last write
+        self._drift_kinds: set = set()  # "nft", "routing": what the next check looks at
+        self._drift_timer: "asyncio.TimerHandle | None" = None
+        self._repair_times: deque = deque(maxlen=REPAIR_BURST[0])
+        self.nft_watch: "drift.NftWatch | None" = None
+        self._patrol: "asyncio.Task | None" = None
 
     # -- life cycle ----------------------------------------------------------------------------
 
@@ -117,13 +135,21 @@ class Agent:
             await asyncio.to_thread(apply_mod.remove, self.model.table, self.model.route_protocol, self.nft)
         else:
             await self._take_over()
-        self.monitor = LinkMonitor(self._devices(), self._on_link, self._on_address, self._on_resync)
+        self.monitor = LinkMonitor(self._devices(), self._on_link, self._on_address, self._on_resync,
+                                   lambda: self._suspect("routing"), self._tables(), self.model.route_protocol)
         self.monitor.start()
+        self.nft_watch = drift.NftWatch(self.model.table, self._owned_sets(), lambda: self._suspect("nft"))
+        self.nft_watch.start()
         try:
             await asyncio.wait_for(self.monitor.ready.wait(), 5.0)
         except asyncio.TimeoutError:
             log.warning("link monitor not ready after 5 s; link events may be late")
         self._reconcile_links()
+        # The kernel's variants were the starting point; links that changed while no agent
+        # ran (or since the links were read) are in the trackers now: the kernel follows at once.
+        await self.sync()
+        self._suspect("nft", "routing")  # what changed before the watches were listening
+        self._patrol = self._spawn(self._patrol_kernel(), "kernel-patrol")
         for tracker in self.trackers.values():
             tracker.start()
         if self.socket_path:
@@ -186,17 +212,23 @@ class Agent:
         taken_over = alive is not None
         if alive is None:
             alive = guess
-        async with self.kernel_lock:
-            result = await asyncio.to_thread(apply_mod.apply, self.bundle, alive, self.nft, links)
-            self.loaded_masks = dict(result.masks)
-        self.links = links
-        missing = await probes.preload(i.track.method for i in model.interfaces if i.enabled and is_tracked(i))
-        for message in missing:
-            log.error("%s: interfaces using this method will fail their rounds", message)
         for iface in model.interfaces:
             if iface.enabled:
                 self.trackers[iface.name] = self._new_tracker(model, iface, links.get(iface.name),
                                                               iface.name in alive, taken_over)
+        # What the trackers start from (the kernel's variants, corrected by the links: an
+        # uplink whose carrier went while no agent ran is not kept) is what goes in.
+        async with self.kernel_lock:
+            result = await asyncio.to_thread(apply_mod.apply, self.bundle, self.alive(), self.nft, links)
+            self.loaded_masks = dict(result.masks)
+            await self._remember_nft()
+        if taken_over and result.masks != apply_mod.masks_for(model, alive):
+            log.warning("took over the running state, but the links changed meanwhile: alive %s",
+                        ", ".join(sorted(self.alive())) or "none")
+        self.links = links
+        missing = await probes.preload(i.track.method for i in model.interfaces if i.enabled and is_tracked(i))
+        for message in missing:
+            log.error("%s: interfaces using this method will fail their rounds", message)
 
     def _new_tracker(self, model, iface, link, alive: bool, taken_over: bool) -> Tracker:
         settings = settings_of(iface)
@@ -218,6 +250,12 @@ class Agent:
 
     def _devices(self) -> set:
         return {t.iface.device for t in self.trackers.values()}
+
+    def _tables(self) -> set:
+        return {i.table for i in self.model.interfaces if i.enabled}
+
+    def _owned_sets(self) -> set:
+        return {name for _family, name in apply_mod.BYPASS_SETS}
 
     def _reconcile_links(self) -> None:
         """Link changes between reading the links and the monitor's first dump."""
@@ -246,6 +284,12 @@ class Agent:
         if self._sync_retry is not None:
             self._sync_retry.cancel()
             self._sync_retry = None
+        # No repair may follow: the removal below is the agent's own and must stay.
+        if self._drift_timer is not None:
+            self._drift_timer.cancel()
+            self._drift_timer = None
+        if self.nft_watch:
+            await self.nft_watch.stop()
         for tracker in self.trackers.values():
             await tracker.stop()
         if self.monitor:
@@ -325,13 +369,19 @@ class Agent:
             try:
                 seconds = await swap.load(self.nft, text)
             except NftError as exc:
-                log.error("the kernel refused the state transaction (%s); retrying in %g s", exc, SWAP_RETRY)
+                # An object the transaction names may be gone (someone flushed the ruleset):
+                # the same transaction would fail again; the whole bundle puts it all back.
+                log.error("the kernel refused the state transaction (%s); loading the whole bundle", exc)
+                if await self._reapply_nft(None, "the state transaction was refused"):
+                    return True
+                log.error("retrying the state transaction in %g s", SWAP_RETRY)
                 self._retry_sync_later()
                 return False
             self.loaded_masks = wanted
             self._changed()
             self.swaps += 1
             self.swap_seconds_last = seconds
+            await self._remember_nft()
             log.info("state swap: %s in %.2f ms", ", ".join(f"{p}={wanted[p] or '-'}" for p in changed),
                      seconds * 1000)
             return True
@@ -388,6 +438,127 @@ class Agent:
         self._reconcile_links()
         for name in self.trackers:
             self._schedule_resync(name)
+        self._suspect("routing")
+
+    # -- kernel drift ----------------------------------------------------------------------------
+
+    def _suspect(self, *kinds: str) -> None:
+        """Something may have changed NetPath's kernel objects ("nft": its table; "routing":
+        its ip rules or WAN tables): compare once the burst of events is over."""
+        self._drift_kinds.update(kinds)
+        if self._drift_timer is None and not self.stopping.is_set():
+            self._drift_timer = asyncio.get_running_loop().call_later(
+                DRIFT_SETTLE, lambda: self._spawn(self._check_kernel(), "kernel-check"))
+
+    async def _patrol_kernel(self) -> None:
+        while True:
+            await asyncio.sleep(DRIFT_INTERVAL)
+            self._suspect("nft", "routing")
+
+    async def _check_kernel(self) -> None:
+        self._drift_timer = None
+        kinds, self._drift_kinds = self._drift_kinds, set()
+        if self.stopping.is_set() or self.bundle is None or not self.model.enabled:
+            return
+        if len(self._repair_times) == REPAIR_BURST[0] and \
+                time.monotonic() - self._repair_times[0] < REPAIR_BURST[1]:
+            log.error("kernel drift: %d repairs within %g s, another program keeps changing NetPath's "
+                      "state; comparing again in %g s", REPAIR_BURST[0], REPAIR_BURST[1], DRIFT_RETRY)
+            self._repair_times.clear()
+            self._later(kinds)
+            return
+        async with self.kernel_lock:
+            try:
+                if "nft" in kinds:
+                    await self._check_nft()
+                if "routing" in kinds:
+                    await self._check_routing()
+            except (apply_mod.ApplyError, NftError, OSError, subprocess.SubprocessError, ValueError) as exc:
+                log.error("kernel drift: could not compare or repair (tried again in %g s): %s", DRIFT_RETRY, exc)
+                self.kernel.failed(str(exc))
+                self._later(kinds)
+
+    def _later(self, kinds) -> None:
+        asyncio.get_running_loop().call_later(DRIFT_RETRY, lambda: self._suspect(*kinds))
+
+    async def _remember_nft(self, table: "str | None" = None) -> None:
+        """After the agent's own nft write (under the kernel lock): what the table must look like."""
+        table = table or self.model.table
+        listing = await asyncio.to_thread(self.nft.list_json, f"table inet {table}", True)
+        self._expected_nft = drift.structure(listing, table)
+
+    async def _nft_drift(self) -> list:
+        listing = await asyncio.to_thread(self.nft.list_json, f"table inet {self.model.table}", True)
+        return drift.differences(self._expected_nft, drift.structure(listing, self.model.table))
+
+    async def _check_nft(self) -> None:
+        drifted = await self._nft_drift()
+        if drifted:
+            log.warning("kernel drift: the %s of table inet %s changed outside NetPath", " and ".join(drifted),
+                        self.model.table)
+            await self._reapply_nft(drifted, "kernel drift")
+            return
+        table, wanted = self.model.table, apply_mod.bypass_networks(self.model, self.links)
+        changed = []
+        for name, networks in wanted.items():
+            listing = await asyncio.to_thread(self.nft.list_json, f"set inet {table} {name}")
+            elements = drift.set_elements(listing)
+            if elements is None or drift.intervals(elements) != drift.intervals(networks):
+                changed.append(name)
+        if changed:
+            log.warning("kernel drift: set %s of table inet %s changed outside NetPath; refilled with the "
+                        "WAN links' networks", ", ".join(changed), table)
+            await swap.load(self.nft, swap.bypass_transaction(self.model, self.links))
+            self._repaired(["set"])
+
+    async def _reapply_nft(self, drifted: "list | None", why: str) -> bool:
+        """Load the whole bundle with the current states (under the kernel lock). Sets that
+        still exist keep their contents; the agent's own are refilled. True when it went in."""
+        if drifted is None:
+            drifted = await self._nft_drift() or ["chain"]
+        try:
+            result = await asyncio.to_thread(apply_mod.apply, self.bundle, self.alive(), self.nft, self.links)
+        except (apply_mod.ApplyError, NftError, OSError, subprocess.SubprocessError) as exc:
+            log.error("%s: could not load the bundle again: %s", why, exc)
+            self.kernel.failed(str(exc))
+            return False
+        self.loaded_masks = dict(result.masks)
+        await self._remember_nft()
+        objects = drifted + ["rule"] * bool(result.rule_changes) + ["route"] * bool(result.route_changes)
+        log.warning("kernel drift repaired (%s): loaded the bundle again with the current states %s", why,
+                    ", ".join(f"{p}={m or '-'}" for p, m in sorted(result.masks.items())))
+        self._repaired(objects)
+        return True
+
+    async def _check_routing(self) -> None:
+        bundle = self.bundle
+        plan = await asyncio.to_thread(apply_mod.routing_plan, bundle, self.links)
+        if not plan["rule"] and not plan["route"]:
+            return
+        # Before calling it drift: the links may have moved (an address event still settling).
+        links = await asyncio.to_thread(apply_mod.read_links, bundle.model)
+        moved = links != self.links
+        self.links = links
+        for name, tracker in self.trackers.items():
+            link = links.get(name)
+            tracker.source = link.addresses[0] if link and link.addresses else None
+        plan = await asyncio.to_thread(apply_mod.routing_plan, bundle, links)
+        objects = [kind for kind in ("rule", "route") if plan[kind]]
+        if not objects:
+            return
+        await asyncio.to_thread(apply_mod.run_lines, plan["rule"])
+        await asyncio.to_thread(apply_mod.run_lines, plan["route"])
+        lines = "; ".join(line for kind in objects for batch in plan[kind].values() for line in batch)
+        if moved:
+            log.info("routing updated to the links: %s", lines)
+            return
+        log.warning("kernel drift: NetPath's %s changed outside NetPath; put back: %s",
+                    " and ".join("ip rules" if k == "rule" else "WAN table routes" for k in objects), lines)
+        self._repaired(objects)
+
+    def _repaired(self, objects: list) -> None:
+        self.kernel.repaired(objects)
+        self._repair_times.append(time.monotonic())
 
     def _schedule_resync(self, name: str) -> None:
         if name in self._pending_resync:
@@ -414,15 +585,17 @@ class Agent:
         link = await asyncio.to_thread(apply_mod.read_link, tracker.iface)
         before = self.links.get(name)
         tracker.source = link.addresses[0] if link.addresses else None
-        if before is not None and (before.addresses, before.gateway, before.networks, before.exists) == \
-                (link.addresses, link.gateway, link.networks, link.exists):
-            return False
         self.links[name] = link
         async with self.kernel_lock:
             bundle, links = self.bundle, dict(self.links)
-            await asyncio.to_thread(apply_mod.sync_routing, bundle, links)
+            # Compared with the kernel, not with the cached link: a device deleted and made
+            # again with the same addresses (a PPPoE reconnect) took its WAN table's route along.
+            changes = sum(await asyncio.to_thread(apply_mod.sync_routing, bundle, links))
             if before is None or before.networks != link.networks:
                 await swap.load(self.nft, swap.bypass_transaction(bundle.model, links))
+                changes += 1
+        if not changes:
+            return False
         log.info("%s: routing updated: address %s, gateway %s", name, ", ".join(link.addresses) or "none",
                  link.gateway or "none (on-link)")
         return True
@@ -510,6 +683,7 @@ class Agent:
                 if model.enabled:
                     result = await asyncio.to_thread(apply_mod.apply, new, alive, self.nft, links)
                     masks = dict(result.masks)
+                    await self._remember_nft(model.table)
                 else:
                     await asyncio.to_thread(apply_mod.remove, model.table, model.route_protocol, self.nft)
                     masks = {}
@@ -532,7 +706,9 @@ class Agent:
                 for tracker in fresh.values():
                     tracker.start()
                 if self.monitor:
-                    self.monitor.watch(self._devices())
+                    self.monitor.watch(self._devices(), self._tables(), model.route_protocol)
+                if self.nft_watch:
+                    self.nft_watch.table = model.table
             log.info("reloaded bundle %s (%s)%s; interfaces: %s", self.bundle_dir, new.digest[:12],
                      "" if changed else " (unchanged)",
                      ", ".join(f"{t.name} {t.health.status.value}" for t in trackers.values()) or "none")

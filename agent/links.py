@@ -7,11 +7,13 @@ Two things matter to the agent and both arrive within milliseconds of the kernel
   once, without waiting for probes; the kernel sends no route events for it.
 * a change of a WAN device's addresses or of its routes in the main table: a DHCP renew or a
   PPPoE reconnect brings a new address or gateway, and the WAN's own routing table and its
-  `from <address>` rule must follow. Changes to other tables are ignored: NetPath's own
-  route updates land there and must not echo back.
+  `from <address>` rule must follow.
+* a change of NetPath's policy routing: an ip rule of its route protocol added or deleted, a
+  route of a WAN table changed. The agent compares the kernel with what it wants and puts
+  it right (kernel drift); its own updates echo back here too and compare equal.
 
 The monitor only reports; the agent decides. It reads a NETLINK_ROUTE socket subscribed to
-the link, address and route groups, watched by the event loop, and decodes just the fields
+the link, address, route and rule groups, watched by the event loop, and decodes just the fields
 above. pyroute2's AsyncIPRoute does the same job but importing it costs about 12 MiB of
 resident memory, 40 % of the agent's whole budget on a router, for four integers and a name.
 """
@@ -35,18 +37,23 @@ RESTART_DELAY = 1.0  # seconds before the monitor opens a new socket after an er
 NETLINK_ROUTE = 0
 RTMGRP_LINK, RTMGRP_IPV4_IFADDR, RTMGRP_IPV4_ROUTE = 0x1, 0x10, 0x40
 RTMGRP_IPV6_IFADDR, RTMGRP_IPV6_ROUTE = 0x100, 0x400
-GROUPS = RTMGRP_LINK | RTMGRP_IPV4_IFADDR | RTMGRP_IPV4_ROUTE | RTMGRP_IPV6_IFADDR | RTMGRP_IPV6_ROUTE
+RTMGRP_IPV4_RULE, RTMGRP_IPV6_RULE = 0x80, 1 << (19 - 1)  # RTNLGRP_IPV4_RULE 8, RTNLGRP_IPV6_RULE 19
+GROUPS = RTMGRP_LINK | RTMGRP_IPV4_IFADDR | RTMGRP_IPV4_ROUTE | RTMGRP_IPV6_IFADDR | RTMGRP_IPV6_ROUTE \
+    | RTMGRP_IPV4_RULE | RTMGRP_IPV6_RULE
 NLMSG_ERROR, NLMSG_DONE = 2, 3
 RTM_NEWLINK, RTM_DELLINK, RTM_GETLINK = 16, 17, 18
 RTM_NEWADDR, RTM_DELADDR = 20, 21
 RTM_NEWROUTE, RTM_DELROUTE = 24, 25
+RTM_NEWRULE, RTM_DELRULE = 32, 33
+FRA_PROTOCOL = 21
 NLM_F_REQUEST, NLM_F_DUMP = 0x1, 0x300
 IFLA_IFNAME, IFLA_OPERSTATE, IFLA_CARRIER = 3, 16, 33
 RTA_OIF, RTA_TABLE = 4, 15
 OPERSTATES = ("UNKNOWN", "NOTPRESENT", "DOWN", "LOWERLAYERDOWN", "TESTING", "DORMANT", "UP")
 DOWN_OPERSTATES = ("DOWN", "LOWERLAYERDOWN", "NOTPRESENT")
 _EVENTS = {RTM_NEWLINK: "RTM_NEWLINK", RTM_DELLINK: "RTM_DELLINK", RTM_NEWADDR: "RTM_NEWADDR",
-           RTM_DELADDR: "RTM_DELADDR", RTM_NEWROUTE: "RTM_NEWROUTE", RTM_DELROUTE: "RTM_DELROUTE"}
+           RTM_DELADDR: "RTM_DELADDR", RTM_NEWROUTE: "RTM_NEWROUTE", RTM_DELROUTE: "RTM_DELROUTE",
+           RTM_NEWRULE: "RTM_NEWRULE", RTM_DELRULE: "RTM_DELRULE"}
 
 
 def _attributes(data: bytes, offset: int) -> dict:
@@ -63,7 +70,7 @@ def _attributes(data: bytes, offset: int) -> dict:
 def decode(data: bytes) -> list:
     """The rtnetlink messages in one datagram, as dicts with the fields the agent uses
     (the keys pyroute2 would give them): event, index, ifname, flags, operstate, carrier,
-    table, oif. NLMSG_ERROR becomes {"event": "error", "errno": n}; NLMSG_DONE {"event": "done"}."""
+    table, oif, protocol (of a rule). NLMSG_ERROR becomes {"event": "error", "errno": n}; NLMSG_DONE {"event": "done"}."""
     messages = []
     offset = 0
     while offset + 16 <= len(data):
@@ -97,6 +104,12 @@ def decode(data: bytes) -> list:
             if RTA_OIF in attrs:
                 msg["oif"] = struct.unpack_from("=I", attrs[RTA_OIF])[0]
             messages.append(msg)
+        elif kind in (RTM_NEWRULE, RTM_DELRULE) and len(body) >= 12:
+            attrs = _attributes(body, 12)
+            msg = {"event": _EVENTS[kind]}
+            if FRA_PROTOCOL in attrs and attrs[FRA_PROTOCOL]:
+                msg["protocol"] = attrs[FRA_PROTOCOL][0]
+            messages.append(msg)
     return messages
 
 
@@ -106,8 +119,9 @@ def link_is_up(msg) -> bool:
         and msg.get("operstate") not in DOWN_OPERSTATES
 
 
-def _open(groups: int) -> socket.socket:
-    sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW | socket.SOCK_CLOEXEC, NETLINK_ROUTE)
+def open_netlink(groups: int, protocol: int = NETLINK_ROUTE) -> socket.socket:
+    """A non-blocking netlink socket of `protocol`, subscribed to the multicast `groups` mask."""
+    sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW | socket.SOCK_CLOEXEC, protocol)
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
         sock.bind((0, groups))
@@ -121,7 +135,7 @@ def _open(groups: int) -> socket.socket:
 async def dump_links() -> list:
     """Every link of this namespace (RTM_GETLINK dump), decoded."""
     loop = asyncio.get_running_loop()
-    with _open(0) as sock:
+    with open_netlink(0) as sock:
         request = struct.pack("=IHHII", 16 + 16, RTM_GETLINK, NLM_F_REQUEST | NLM_F_DUMP, 1, 0) + bytes(16)
         await loop.sock_sendall(sock, request)
         links = []
@@ -134,23 +148,52 @@ async def dump_links() -> list:
                 links.append(msg)
 
 
+async def read_forever(sock: socket.socket, handle) -> None:
+    """Call `handle(datagram)` for everything `sock` receives, woken by the event loop (no
+    polling); returns only by an exception (OSError, cancellation)."""
+    loop = asyncio.get_running_loop()
+    readable = asyncio.Event()
+    loop.add_reader(sock.fileno(), readable.set)
+    try:
+        while True:
+            await readable.wait()
+            readable.clear()
+            while True:
+                try:
+                    data = sock.recv(1 << 16)
+                except (BlockingIOError, InterruptedError):
+                    break
+                handle(data)
+    finally:
+        loop.remove_reader(sock.fileno())
+
+
 class LinkMonitor:
     """Calls `on_link(device, up, gone)` when a watched device's link state changes and
-    `on_address(device)` when its addresses or main-table routes change. After the netlink
-    socket had to be reopened (events may have been lost), `on_resync()` is called."""
+    `on_address(device)` when its addresses or main-table routes change, and `on_routing()`
+    when an ip rule of route protocol `protocol` or a route of one of `tables` changes. After
+    the netlink socket had to be reopened (events may have been lost), `on_resync()` is called."""
 
-    def __init__(self, devices, on_link, on_address, on_resync):
+    def __init__(self, devices, on_link, on_address, on_resync, on_routing=None, tables=(),
+                 protocol: "int | None" = None):
         self.devices = set(devices)
         self.on_link = on_link
         self.on_address = on_address
         self.on_resync = on_resync
+        self.on_routing = on_routing
+        self.tables = set(tables)
+        self.protocol = protocol
         self.names: dict = {}  # ifindex -> device name
         self.state: dict = {}  # device -> last reported link state (True up, False down)
         self.task: "asyncio.Task | None" = None
         self.ready = asyncio.Event()
 
-    def watch(self, devices) -> None:
+    def watch(self, devices, tables=None, protocol: "int | None" = None) -> None:
         self.devices = set(devices)
+        if tables is not None:
+            self.tables = set(tables)
+        if protocol is not None:
+            self.protocol = protocol
 
     def start(self) -> None:
         self.task = asyncio.create_task(self._run(), name="link-monitor")
@@ -164,7 +207,7 @@ class LinkMonitor:
         first = True
         while True:
             try:
-                with _open(GROUPS) as sock:
+                with open_netlink(GROUPS) as sock:
                     # Subscribed first, dumped second: no change falls between the two.
                     for msg in await dump_links():
                         self._link(msg, report=not first)
@@ -182,22 +225,11 @@ class LinkMonitor:
                 await asyncio.sleep(RESTART_DELAY)
 
     async def _read(self, sock: socket.socket) -> None:
-        loop = asyncio.get_running_loop()
-        readable = asyncio.Event()
-        loop.add_reader(sock.fileno(), readable.set)
-        try:
-            while True:
-                await readable.wait()
-                readable.clear()
-                while True:
-                    try:
-                        data = sock.recv(1 << 16)
-                    except (BlockingIOError, InterruptedError):
-                        break
-                    for msg in decode(data):
-                        self._dispatch(msg)
-        finally:
-            loop.remove_reader(sock.fileno())
+        def handle(data: bytes) -> None:
+            for msg in decode(data):
+                self._dispatch(msg)
+
+        await read_forever(sock, handle)
 
     def _dispatch(self, msg) -> None:
         event = msg.get("event")
@@ -208,11 +240,17 @@ class LinkMonitor:
             if name in self.devices:
                 self.on_address(name)
         elif event in ("RTM_NEWROUTE", "RTM_DELROUTE"):
+            if msg.get("table") in self.tables and self.on_routing is not None:
+                self.on_routing()
             if msg.get("table") != MAIN_TABLE:
                 return
             name = self.names.get(msg.get("oif"))
             if name in self.devices:
                 self.on_address(name)
+        elif event in ("RTM_NEWRULE", "RTM_DELRULE"):
+            # a kernel that does not report the protocol (before 4.17): any rule may be NetPath's
+            if self.on_routing is not None and msg.get("protocol", self.protocol) == self.protocol:
+                self.on_routing()
 
     def _link(self, msg, report: bool) -> None:
         index, name = msg.get("index"), msg.get("ifname")

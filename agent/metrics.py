@@ -18,6 +18,8 @@ import re
 import subprocess
 from pathlib import Path
 
+from .drift import OBJECTS
+
 SYSFS_NET = Path("/sys/class/net")
 PROC_CONNTRACK = Path("/proc/net/nf_conntrack")
 CONNTRACK_TIMEOUT = 10.0
@@ -201,6 +203,12 @@ def prometheus_text(metrics: dict) -> str:
     for name, kind, help_text, key, scale in _GLOBAL_METRICS:
         value = _number(metrics.get(key), scale)
         _family(lines, name, kind, help_text, [((), value)] if value is not None else [])
+    if "kernel_repairs" in metrics:
+        repairs = metrics["kernel_repairs"] or {}
+        _family(lines, "netpath_kernel_repairs_total", "counter",
+                "Repairs of NetPath's kernel state changed by another program, by kind of object.",
+                [((("object", obj),), str(int(repairs.get(obj, 0))))
+                 for obj in (*OBJECTS, *sorted(set(repairs) - set(OBJECTS)))])
     return "\n".join(lines) + "\n"
 
 

@@ -71,16 +71,26 @@ class Nft:
             return ""
         return proc.stderr.strip() if proc.returncode != 0 else ""
 
-    def list_json(self, what: str) -> dict:
-        """`nft -j list <what>` as a dict; {} when the object does not exist."""
+    def list_json(self, what: str, structure: bool = False) -> dict:
+        """`nft -j list <what>` as a dict; {} when the object does not exist.
+
+        structure=True: without set elements and counter values (`nft -j -t -s`): what the
+        agent loaded, not what traffic and other programs put in it since."""
         if self._ctx is not None:
             self._ctx.set_json_output(True)
+            if structure:
+                self._ctx.set_terse_output(True)
+                self._ctx.set_stateless_output(True)
             try:
                 rc, out, _err = self._ctx.cmd(f"list {what}")
             finally:
                 self._ctx.set_json_output(False)
+                if structure:
+                    self._ctx.set_terse_output(False)
+                    self._ctx.set_stateless_output(False)
             return json.loads(out) if rc == 0 and out else {}
-        proc = subprocess.run(["nft", "-j", "list", *what.split()], capture_output=True, text=True,
+        flags = ["-t", "-s"] if structure else []
+        proc = subprocess.run(["nft", "-j", *flags, "list", *what.split()], capture_output=True, text=True,
                               timeout=NFT_TIMEOUT)
         return json.loads(proc.stdout) if proc.returncode == 0 and proc.stdout else {}
 

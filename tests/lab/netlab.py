@@ -515,6 +515,22 @@ table inet lab_blackhole {
         if up:  # the kernel flushed the routes through up0 when it went down
             self._ip_batch(self.isp(k), self._isp_lan_routes(k))
 
+    def recreate_wan(self, k: int) -> None:
+        """Delete wan<k> and create it again at once with the same name, addresses and routes,
+        as a PPPoE reconnect does (a new device, a new ifindex; the kernel dropped every route
+        through the old one). Both ends are new, so the ISP side is configured again too."""
+        self._ip_batch(self.router, [f"link del wan{k}"])
+        self._ip_batch(None, [f"link add name wan{k} netns {self.router} type veth peer name up0 netns {self.isp(k)}"])
+        router = [f"link set wan{k} up", f"addr add {router_wan4(k)}/24 dev wan{k}",
+                  f"route add default via {isp_gateway4(k)} dev wan{k} metric {10 * k}"]
+        isp = ["link set up0 up", f"addr add {isp_gateway4(k)}/24 dev up0"]
+        if self.ipv6:
+            router += [f"addr add {router_wan6(k)}/64 dev wan{k} nodad",
+                       f"route add ::/0 via {isp_gateway6(k)} dev wan{k} metric {10 * k}"]
+            isp.append(f"addr add {isp_gateway6(k)}/64 dev up0 nodad")
+        self._ip_batch(self.router, router)
+        self._ip_batch(self.isp(k), isp + self._isp_lan_routes(k))
+
     def netem(self, k: int, delay_ms: float = 0, loss_pct: float = 0.0) -> None:
         """Delay and loss on ISP k's up0 egress (toward the router); 0/0 removes them.
 

@@ -216,7 +216,8 @@ def test_seed_form_and_every_command_over_the_raw_socket(lab2, agents, tmp_path)
         assert [t["target"] for t in row["targets"]] == [netlab.HTTP4]
     assert ask(sock, {"cmd": "policies"})["policies"][0]["members"][0]["weight"] == WEIGHTS[1]
     assert [r["name"] for r in ask(sock, {"cmd": "rules"})["rules"]] == ["everything"]
-    assert set(ask(sock, {"cmd": "metrics"})["metrics"]) == {"interfaces", "rules", "swaps", "swap_seconds_last"}
+    assert set(ask(sock, {"cmd": "metrics"})["metrics"]) == {"interfaces", "rules", "swaps", "swap_seconds_last",
+                                                             "kernel_repairs"}
     assert ask(sock, {"cmd": "metrics", "format": "prometheus"})["text"].startswith("# HELP netpath_")
     assert ask(sock, {"cmd": "history"}) == {"ok": True, "history": []}
     assert ask(sock, {"cmd": "reload"}) == {"ok": True, "bundle": status["bundle"], "changed": False}
@@ -533,6 +534,7 @@ def test_shell_commands_print_tables_and_json(lab2, agents, tmp_path):
     assert status[3].split() == ["INTERFACE", "STATE", "FOR", "LINK", "DEVICE", "LATENCY", "LOSS", "CONNS", "REASON"]
     assert status[4].split()[:2] == ["wan1", "online"] and status[5].split()[:2] == ["wan2", "online"]
     assert any(line.split() == ["p", "balanced", "wan1", "75%,", "wan2", "25%", "-"] for line in status), status
+    assert status[-1] == "kernel: as loaded, no drift since the agent started"
 
     detail = ok(netpath(lab2, sock, "interfaces", "wan2"))
     assert detail.startswith("wan2  online for ") and "wan1" not in detail
