@@ -559,6 +559,7 @@ class Agent:
     def _repaired(self, objects: list) -> None:
         self.kernel.repaired(objects)
         self._repair_times.append(time.monotonic())
+        self._changed()
 
     def _schedule_resync(self, name: str) -> None:
         if name in self._pending_resync:
