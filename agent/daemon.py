@@ -6,7 +6,8 @@ is already loaded (the agent was restarted, or killed: fail-static), the interfa
 the states that explain the variants in the kernel, so a restart changes nothing.
 
 A change of an interface's usability runs, in order: the state transaction (the variants of
-the policies whose alive-mask changed, one nft transaction), the conntrack flush of the
+the policies whose alive-mask changed, one nft transaction), for an interface out of use the
+deletion of its conntrack entries that never saw a reply, the conntrack flush of the
 interface's mark when its `flush_conntrack` names the event, then the hook scripts.
 Every kernel write goes through one lock, so a swap never interleaves with a reload.
 
@@ -338,10 +339,10 @@ class Agent:
             self.history.append({"time": time.time(), "interface": tracker.name, "from": before.status.value,
                                  "to": new.status.value, "reason": new.reason})
         if step.changed or step.events:
-            self._spawn(self._after_change(tracker, step.events), f"change-{tracker.name}")
+            self._spawn(self._after_change(tracker, step.events, step.changed), f"change-{tracker.name}")
             self._changed()
 
-    async def _after_change(self, tracker: Tracker, events: tuple) -> None:
+    async def _after_change(self, tracker: Tracker, events: tuple, changed: bool = True) -> None:
         if not await self.sync():
             # The kernel still routes as before: a flush would cut flows that have nowhere
             # else to go yet, and hooks would announce a change that did not happen.
@@ -352,6 +353,8 @@ class Agent:
         # even while a conntrack flush of an earlier change is still running.
         async with self._event_locks.setdefault(tracker.name, asyncio.Lock()):
             iface = tracker.iface
+            if changed and not tracker.usable:
+                await self._forget_unreplied(tracker)
             for event in events:
                 if event in iface.flush_conntrack:
                     await self._flush_conntrack(tracker, event)
@@ -394,6 +397,20 @@ class Agent:
     def _retry_sync(self) -> None:
         self._sync_retry = None
         self._spawn(self.sync(), "sync-retry")
+
+    async def _forget_unreplied(self, tracker: Tracker) -> None:
+        """The out-of-use WAN's connection attempts that never got an answer: a new socket
+        on one of their ports would inherit the dead mark (flush_conntrack or not)."""
+        iface = tracker.iface
+        if not self._others_alive(iface):
+            return
+        try:
+            deleted = await conntrack.forget_unreplied(iface.mark, self.model.mask, iface.family)
+        except conntrack.ConntrackError as exc:
+            log.error("%s: could not delete its unanswered conntrack entries: %s", iface.name, exc)
+            return
+        log.info("%s: out of use: deleted %d unanswered conntrack entries with mark 0x%08x", iface.name,
+                 deleted, iface.mark)
 
     async def _flush_conntrack(self, tracker: Tracker, event: str) -> None:
         iface = tracker.iface

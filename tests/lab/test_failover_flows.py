@@ -1,0 +1,87 @@
+"""After a failover no new connection leaves by the dead uplink, with flush_conntrack empty.
+
+Between a WAN's death and the swap, connection attempts are marked for it and fail; the
+kernel leaves their conntrack entries behind (TCP SYN_SENT for 120 s, unreplied UDP for 30 s
+after its last packet). A new socket that gets the port of such an attempt (the kernel hands
+freed ports out again) meets that entry and, without the agent's cleanup at the swap, its
+dead mark. tests/lab/reconnect.py makes that reuse certain; each failover counts the attempts
+started after the swap and before the WAN came back that went unanswered or were answered
+through the dead WAN.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+
+import pytest
+
+from lab import netlab
+from lab.agentlab import agent_config, agents, compile_bundle, lab2  # noqa: F401 (fixtures)
+
+pytestmark = pytest.mark.lab
+
+RECONNECT_SCRIPT = netlab.LAB_DIR / "reconnect.py"
+FAILOVERS = 3
+SETTINGS = {
+    "0.1 s": {"interval": 0.1, "timeout": 0.1, "failure_interval": 0.1, "recovery_interval": 0.1,
+              "down": 2, "up": 2},
+    "1 s": {"interval": 1, "timeout": 1, "failure_interval": 1, "recovery_interval": 1, "down": 3, "up": 2},
+}
+
+
+def wan1_outages(agent) -> list:
+    """(went offline, came back online) times of wan1, from the agent's history."""
+    outages, down = [], None
+    for h in agent.history():
+        if h["interface"] != "wan1":
+            continue
+        if h["to"] == "offline":
+            down = h["time"]
+        elif h["to"] == "online" and down is not None:
+            outages.append((down, h["time"]))
+            down = None
+    return outages
+
+
+@pytest.mark.parametrize("settings", SETTINGS, ids=list(SETTINGS))
+def test_no_connection_started_after_the_swap_uses_the_dead_wan(lab2, agents, tmp_path, settings):
+    targets = {k: [netlab.HTTP4, netlab.DNS4] for k in (1, 2)}
+    agent = agents(compile_bundle(tmp_path, agent_config(track={**SETTINGS[settings], "reliability": 1},
+                                                         targets=targets)))
+    agent.wait_state("wan1", "online", timeout=15)
+    agent.wait_state("wan2", "online", timeout=15)
+    # Answered flows of an earlier test on the same ports would keep their WAN (as they should).
+    lab2.run("router", ["conntrack", "-F"], check=False)
+    client = lab2.popen("client", [sys.executable, str(RECONNECT_SCRIPT), "--http", f"{netlab.HTTP4}:80",
+                                   "--udp", f"{netlab.HTTP4}:{netlab.UDP_PEER_PORT}",
+                                   "--source", netlab.CLIENT_LAN4],
+                        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        for _ in range(FAILOVERS):
+            time.sleep(2)
+            lab2.isp_blackhole(1)
+            agent.wait_state("wan1", "offline", timeout=20)
+            time.sleep(3)  # attempts on recycled ports, after the swap
+            lab2.isp_blackhole(1, on=False)
+            agent.wait_state("wan1", "online", timeout=20)
+        time.sleep(1)
+        out, _ = client.communicate("", timeout=30)
+    finally:
+        if client.poll() is None:
+            client.kill()
+            client.wait(5)
+    attempts = json.loads(out)
+    outages = wan1_outages(agent)
+    assert len(outages) == FAILOVERS, agent.history()
+    after_swap = [a for a in attempts if any(down < a["start"] < up for down, up in outages)]
+    on_dead_wan = [a for a in after_swap if lab2.uplink_of(a["answer"]) != "wan2"]
+    reused = [a for a in after_swap if a["reused"]]
+    stranded = [a for a in attempts if any(a["start"] < down < a["end"] for down, _ in outages)]
+    print(f"\n{settings}: {len(stranded)} attempts in flight at the swaps; {len(after_swap)} started after "
+          f"the swap in {FAILOVERS} failovers, {len(reused)} on the port of a failed attempt; "
+          f"{len(on_dead_wan)} used the dead WAN")
+    assert {"tcp", "udp"} <= {a["proto"] for a in stranded}, "no unanswered entry of the dead WAN at a swap"
+    assert on_dead_wan == [], on_dead_wan[:10]
