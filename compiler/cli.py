@@ -178,6 +178,7 @@ EXTRA_COMMANDS = {
     "apply": ("netpath.agent.apply", "main"),
     "explain": ("netpath.agent.explain", "main"),
     "import-mwan3": ("netpath.compiler.mwan3", "main"),
+    "use": ("netpath.agent.use", "main"),
 }
 # Calls to the running agent: netpath.agent.client takes the subcommand as argv[0].
 AGENT_COMMANDS = ("status", "interfaces", "policies", "rules", "enable", "disable", "reload",
@@ -188,6 +189,7 @@ EXTRA_HELP = {
     "apply": "load a bundle on this host (or --remove NetPath's state)",
     "explain": "show where a packet goes and why",
     "import-mwan3": "convert an mwan3 config into a NetPath config",
+    "use": "run a command whose connections all leave through one uplink (IFACE -- CMD)",
     "status": "the running agent: uplinks and policies at a glance",
     "interfaces": "per uplink: state, since when, why, latency, loss, traffic",
     "policies": "per policy: alive members and the current spread",
@@ -203,6 +205,10 @@ EXTRA_HELP = {
 
 def main(argv=None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["use"]:  # before argparse, which would take CMD's own options for ours
+        from netpath.agent import use
+
+        return use.main(argv[1:])
     if argv[:1] == ["compile"]:
         # CONFIG -o DIR CONFIG -o DIR ...: positionals between options need the intermixed parse
         args, rest = parser().compile_parser.parse_known_intermixed_args(argv[1:])
