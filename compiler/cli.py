@@ -179,6 +179,7 @@ EXTRA_COMMANDS = {
     "explain": ("netpath.agent.explain", "main"),
     "import-mwan3": ("netpath.compiler.mwan3", "main"),
     "use": ("netpath.agent.use", "main"),
+    "connected": ("netpath.agent.connected", "main"),
 }
 # Calls to the running agent: netpath.agent.client takes the subcommand as argv[0].
 AGENT_COMMANDS = ("status", "interfaces", "policies", "rules", "enable", "disable", "reload",
@@ -189,6 +190,7 @@ EXTRA_HELP = {
     "apply": "load a bundle on this host (or --remove NetPath's state)",
     "explain": "show where a packet goes and why",
     "import-mwan3": "convert an mwan3 config into a NetPath config",
+    "connected": "the networks that bypass the policies, per family",
     "use": "run a command whose connections all leave through one uplink (IFACE -- CMD)",
     "status": "the running agent: uplinks and policies at a glance",
     "interfaces": "per uplink: state, since when, why, latency, loss, traffic",

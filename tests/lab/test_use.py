@@ -98,3 +98,27 @@ def leftover_cgroups() -> list:
     assert roots, "the test host mounts a cgroup v2 hierarchy"
     parent = Path(roots[0]) / "netpath-use"
     return sorted(p.name for p in parent.iterdir() if p.is_dir()) if parent.is_dir() else []
+
+
+def test_connected_lists_what_bypasses_the_policies_per_family(lab2, tmp_path):
+    bundle = compile_bundle(tmp_path, dual_stack_config())
+    before = lab2.run("router", [NETPATH, "connected", str(bundle)])
+    assert "is not loaded" in before.stdout
+    lab2.run("router", [NETPATH, "apply", str(bundle)])
+    try:
+        shown = lab2.run("router", [NETPATH, "connected", str(bundle), "--json"])
+        text = lab2.run("router", [NETPATH, "connected", str(bundle)]).stdout
+    finally:
+        lab2.run("router", [NETPATH, "apply", "--remove", str(bundle)], check=False)
+    result = json.loads(shown.stdout)
+    assert result["loaded"] is True
+    assert result["ipv4"]["routes"] == [{"network": netlab.LAN4_NET, "device": "lan0"}]
+    assert result["ipv6"]["routes"] == [{"network": netlab.LAN6_NET, "device": "lan0"}]
+    assert result["ipv4"]["wan_networks"] == ["100.64.1.0/24", "100.64.2.0/24"]
+    assert result["ipv6"]["wan_networks"] == ["2001:db8:100:1::/64", "2001:db8:100:2::/64"]
+    assert "fe80::/10 (link-local)" in result["ipv6"]["always"]
+    lines = text.splitlines()
+    assert lines[0] == "IPv4 (main table, before any rule):"
+    assert f"  {netlab.LAN4_NET}  via lan0 (not a WAN)" in lines
+    assert "  100.64.2.0/24    a WAN link's own network" in lines
+    assert "IPv6 (main table, before any rule):" in lines
