@@ -180,6 +180,7 @@ EXTRA_COMMANDS = {
     "import-mwan3": ("netpath.compiler.mwan3", "main"),
     "use": ("netpath.agent.use", "main"),
     "connected": ("netpath.agent.connected", "main"),
+    "dump": ("netpath.agent.dump", "main"),
 }
 # Calls to the running agent: netpath.agent.client takes the subcommand as argv[0].
 AGENT_COMMANDS = ("status", "interfaces", "policies", "rules", "enable", "disable", "reload",
@@ -190,6 +191,7 @@ EXTRA_HELP = {
     "apply": "load a bundle on this host (or --remove NetPath's state)",
     "explain": "show where a packet goes and why",
     "import-mwan3": "convert an mwan3 config into a NetPath config",
+    "dump": "everything a bug report needs, as one text (no secrets)",
     "connected": "the networks that bypass the policies, per family",
     "use": "run a command whose connections all leave through one uplink (IFACE -- CMD)",
     "status": "the running agent: uplinks and policies at a glance",

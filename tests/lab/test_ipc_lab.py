@@ -1001,3 +1001,33 @@ def test_watch_into_a_closed_pipe_and_an_unknown_interface(lab2, agents, tmp_pat
     assert unknown.stderr.strip() == "netpath interfaces: no interface 'nope' in the running agent (have: wan1, wan2)"
     known = lab2.run("router", [NETPATH, "interfaces", "wan1", "--socket", agent.socket], timeout=30)
     assert known.stdout.startswith("wan1  online")
+
+
+def test_dump_is_one_text_with_everything_a_bug_report_needs(lab2, agents, tmp_path):
+    bundle = balanced_bundle(tmp_path)
+    agent = agents(bundle)
+    agent.request("disable", interface="wan2")
+    agent.request("enable", interface="wan2")
+    done = lab2.run("router", [NETPATH, "dump", str(bundle), "--socket", agent.socket], timeout=60)
+    text = done.stdout
+    titles = [line for line in text.splitlines() if line.startswith("== ")]
+    assert titles[:4] == [titles[0], "== versions ==", "== bundle ==", "== agent =="]
+    for title in ("== nft list table inet netpath ==", "== ip -4 rule (protocol 93) ==",
+                  "== ip -4 route show table 1001 (wan1) ==", "== link and addresses of wan1 ==",
+                  "== link and addresses of wan2 ==", "== log =="):
+        assert title in titles, title
+    assert "netpath 0.1.0" in text and "nftables v" in text
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    assert f"config digest {manifest['source']['sha256']}" in text
+    assert "chain output" in text and "fwmark 0x100/0x3f00 lookup 1001" in text
+    assert "default via 100.64.1.1 dev wan1" in text and netlab.router_wan4(2) in text
+    assert '"to": "disabled"' in text  # the history
+    assert "[interfaces." not in text, "the config itself is not in the dump"
+
+
+def test_dump_masks_credentials_in_urls():
+    from netpath.agent.dump import CREDENTIALS
+
+    text = "http_url https://admin:s3cret@192.0.2.1/health and http://198.51.100.1/ok"
+    assert CREDENTIALS.sub(r"\1***:***@", text) == \
+        "http_url https://***:***@192.0.2.1/health and http://198.51.100.1/ok"
