@@ -7,6 +7,8 @@ new interfaces take the lowest free id. Reordering sections never re-routes flow
 
 from __future__ import annotations
 
+import ipaddress
+
 from netpath.agent import marks
 from netpath.agent.model import Interface, Match, Member, Model, Policy, Rule, Track
 from netpath.agent.policy import alive_masks, policy_seed
@@ -44,29 +46,37 @@ def assign_ids(cfg: dict, previous: dict) -> dict:
     return ids
 
 
-# The rule options that narrow what a rule matches (besides family and proto). A rule with
-# none of them, proto 'all', matches every connection of its family(ies). LuCI's "Add rule"
-# (luci/.../netpath/schema.js catchAll) uses the same list to insert before such a rule.
-RULE_MATCH_OPTIONS = ("src_ip", "dest_ip", "src_port", "dest_port", "src_iface", "ipset", "src_ipset")
+def _everything(match: Match) -> bool:
+    """An address match of length 0 (0.0.0.0/0, ::/0, a/0.0.0.0) matches every address."""
+    if match.netmask:
+        return int(ipaddress.ip_address(match.netmask)) == 0
+    return "/" in match.address and ipaddress.ip_network(match.address, strict=False).prefixlen == 0
 
 
-def shadowed_rules(rules: list) -> list:
+def catch_all(rule: Rule) -> bool:
+    """Whether a rule matches every connection of its families: proto all, no ports, device
+    or sets, and no address match narrower than /0. LuCI's "Add rule" inserts a new rule above
+    the first such rule (luci/.../netpath/schema.js catchAll follows the same definition)."""
+    return (rule.proto == "all" and not (rule.src_port or rule.dest_port or rule.src_iface
+                                         or rule.src_set or rule.dest_set)
+            and all(_everything(m) for m in rule.src + rule.dest))
+
+
+def shadowed_rules(rules) -> list:
     """Warnings for rules that can never match: for each family they cover, an earlier rule
     already matches every connection (rules are tried in order, the first match decides)."""
     covered: dict = {}  # family -> the first rule that matches all of it
     warnings = []
     for rule in rules:
-        families = ("ipv4", "ipv6") if rule["family"] == "any" else (rule["family"],)
-        earlier = [covered[f] for f in families if f in covered]
-        if len(earlier) == len(families):
+        earlier = [covered[f] for f in rule.families if f in covered]
+        if len(earlier) == len(rule.families):
             by = list(dict.fromkeys(earlier))
             who = f"rule '{by[0]}' matches" if len(by) == 1 else f"rules '{by[0]}' and '{by[1]}' match"
-            what = f"every {families[0]} connection" if len(families) == 1 else "every connection"
-            warnings.append(f"rule '{rule['name']}' can never match: {who} {what} before it; "
-                            "move it above")
-        if rule["proto"] == "all" and not any(option in rule for option in RULE_MATCH_OPTIONS):
-            for family in families:
-                covered.setdefault(family, rule["name"])
+            what = f"every {rule.families[0]} connection" if len(rule.families) == 1 else "every connection"
+            warnings.append(f"rule '{rule.name}' can never match: {who} {what} before it; move it above")
+        if catch_all(rule):
+            for family in rule.families:
+                covered.setdefault(family, rule.name)
     return warnings
 
 
@@ -171,7 +181,7 @@ def resolve(cfg: dict, locator, previous_ids: "dict | None" = None, digest: str 
                                 f"{fam} traffic matching this rule always gets last_resort "
                                 f"'{pol.last_resort}'")
 
-    warnings.extend(shadowed_rules(cfg["rules"]))
+    warnings.extend(shadowed_rules(rules))
 
     special = {}
     for kind, ident in marks.special_ids(mask).items():

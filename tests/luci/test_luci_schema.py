@@ -159,3 +159,35 @@ process.stdout.write(JSON.stringify({
     assert js["special"] == list(v.SPECIAL_TARGETS)
     assert js["max_id"] == marks.MAX_ID
     assert js["max_members"] == v.MAX_MEMBERS_PER_POLICY
+
+
+# Rule sections as the uci module lists them (lists as arrays, absent options absent).
+CATCH_ALL_CORPUS = [
+    {}, {"proto": "all"}, {"family": "ipv6"}, {"dest_ip": "0.0.0.0/0"}, {"dest_ip": ["::/0"]},
+    {"src_ip": ["10.0.0.0/0.0.0.0"]}, {"proto": "tcp"}, {"dest_port": "443", "proto": "tcp"},
+    {"src_ip": "192.168.1.0/24"}, {"dest_ip": ["0.0.0.0/0", "192.0.2.0/24"]}, {"src_iface": "br-lan"},
+    {"ipset": "video"}, {"src_ipset": "kids"}, {"sticky": "1"}, {"family": "ipv4", "logging": "1"},
+]
+
+
+def test_add_rule_finds_the_catch_all_rule_as_the_compiler_does():
+    """schema.js catchAll (where "Add rule" inserts) against resolve.catch_all (what the
+    shadowed-rule warning counts as matching everything)."""
+    from netpath.compiler import load, resolve
+
+    proc = subprocess.run(["node", "-e", NODE_RUNNER, str(SCHEMA_JS)],
+                          input=json.dumps([["catchAll", None, CATCH_ALL_CORPUS]]),
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    browser = json.loads(proc.stdout)[0]
+    head = ("config interface 'wan'\n\toption ifname 'eth0'\n\tlist track_targets '192.0.2.1'\n"
+            "config member 'm'\n\toption interface 'wan'\nconfig policy 'p'\n\tlist members 'm'\n")
+    compiler = []
+    for options in CATCH_ALL_CORPUS:
+        lines = [f"\t{'list' if isinstance(v, list) else 'option'} {k} '{x}'"
+                 for k, v in options.items() for x in (v if isinstance(v, list) else [v])]
+        text = head + "config rule 'r'\n\toption policy 'p'\n" + "\n".join(lines) + "\n"
+        model = resolve.resolve(v.validate(load.loads(text.encode(), "r.uci", "uci")), locator=None)
+        compiler.append(resolve.catch_all(model.rules[0]))
+    assert browser == compiler
+    assert set(compiler) == {True, False}

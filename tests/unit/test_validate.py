@@ -444,8 +444,16 @@ def test_a_rule_before_the_catch_all_or_narrower_ones_are_fine():
 def test_per_family_catch_alls_shadow_their_family_and_together_everything():
     rules = (rule("default_v4", family="ipv4") + rule("web6", family="ipv6", proto="tcp", dest_port="443")
              + rule("web4", family="ipv4", proto="tcp", dest_port="443") + rule("default_v6", family="ipv6")
-             + rule("late", src_ip="192.168.1.0/24"))
+             + rule("late", proto="udp"))
     assert shadow_warnings(rules) == [
         "rule 'web4' can never match: rule 'default_v4' matches every ipv4 connection before it; move it above",
         "rule 'late' can never match: rules 'default_v4' and 'default_v6' match every connection before it; "
         "move it above"]
+
+
+def test_an_address_match_of_length_zero_matches_everything_of_its_family():
+    """mwan3's habit: dest_ip 0.0.0.0/0 (family any then narrows the rule to ipv4)."""
+    rules = (rule("default_rule", dest_ip="0.0.0.0/0") + rule("web", proto="tcp", dest_port="443")
+             + rule("v4_lan", src_ip="192.168.1.0/24") + rule("v6_web", dest_ip="::/0", proto="tcp"))
+    assert shadow_warnings(rules) == [
+        "rule 'v4_lan' can never match: rule 'default_rule' matches every ipv4 connection before it; move it above"]

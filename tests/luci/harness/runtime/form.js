@@ -3,6 +3,7 @@
 'require dom';
 'require uci';
 'require ui';
+'require rpc';
 
 /*
  * Stand-in for LuCI's form.js: Map, NamedSection, TypedSection, GridSection and the
@@ -12,6 +13,13 @@
  * is written, and the save path parse -> uci.save -> reload -> re-render. GridSection
  * edits `editable` options in the row and everything else in a modal dialog.
  */
+
+const callSessionAccess = rpc.declare({
+	object: 'session',
+	method: 'access',
+	params: [ 'scope', 'object', 'function' ],
+	expect: { 'access': false }
+});
 
 function isEqual(a, b) {
 	if (Array.isArray(a) || Array.isArray(b))
@@ -27,7 +35,7 @@ const CBIMap = baseclass.extend({
 		this.description = description || '';
 		this.children = [];
 		this.data = uci;
-		this.readonly = !L.hasViewPermission();
+		this.readonly = null;
 	},
 
 	section(cls) {
@@ -38,11 +46,19 @@ const CBIMap = baseclass.extend({
 		return section;
 	},
 
+	/* As LuCI's Map.load: unless set, `readonly` is whether the session may not write the
+	 * config (rpcd `session access` for uci/<config>/write). */
 	load() {
-		return this.data.load(this.config).then(() => {
-			for (const section of this.children)
-				section.load();
-		});
+		const checkAcl = (this.readonly == null);
+
+		return Promise.all([ checkAcl ? callSessionAccess('uci', this.config, 'write') : true, this.data.load(this.config) ])
+			.then((res) => {
+				if (checkAcl)
+					this.readonly = !res[0];
+
+				for (const section of this.children)
+					section.load();
+			});
 	},
 
 	parse() {
@@ -196,7 +212,7 @@ const CBIAbstractSection = baseclass.extend({
 	renderOptionRow(option, section_id, inModal) {
 		const widget = option.renderWidget(section_id);
 		const row = E('div', { 'class': 'cbi-value', 'data-name': option.option, 'id': 'cbi-%s-%s-%s'.format(this.map.config, section_id, option.option) }, [
-			E('label', { 'class': 'cbi-value-title', 'for': option.cbid(section_id) }, [ option.title ]),
+			E('label', { 'class': 'cbi-value-title', 'for': 'widget.' + option.cbid(section_id) }, [ option.title ]),
 			E('div', { 'class': 'cbi-value-field' }, [
 				widget,
 				(option.description && (inModal || !this.nodescriptions)) ? E('div', { 'class': 'cbi-value-description' }, option.description) : ''
@@ -390,6 +406,8 @@ const CBIGridSection = CBITypedSection.extend({
 			return Promise.all(tasks)
 				.then(() => this.map.data.save())
 				.then(() => this.map.load())
+				/* LuCI re-renders the dialog's own map after saving it (dom.content). */
+				.then(() => { dom.content(body, E('em', { 'class': 'spinning' }, [ _('Saving…') ])); })
 				.then(() => { ui.hideModal(); this.map.renderContents(); })
 				.catch((err) => {
 					dom.content(errorBox, [ E('em', { 'class': 'save-error' }, [ err.message ]) ]);
@@ -468,8 +486,19 @@ const CBIAbstractValue = baseclass.extend({
 		return this.data[section_id];
 	},
 
-	formvalue(section_id) {
+	/* As LuCI: the widget is found through its node and the DOM registry (dom.content
+	 * clears the registry entries of nodes it replaces, and then this throws). */
+	getUIElement(section_id) {
 		const widget = this.widgets[section_id];
+		const node = widget && widget.frameNode;
+
+		const instance = node ? dom.findClassInstance(node) : null;
+
+		return (instance instanceof ui.AbstractElement) ? instance : null;
+	},
+
+	formvalue(section_id) {
+		const widget = this.getUIElement(section_id);
 		return widget ? widget.getValue() : null;
 	},
 
@@ -513,9 +542,10 @@ const CBIAbstractValue = baseclass.extend({
 		return this.checkActive(section_id);
 	},
 
+	/* As LuCI: the state the widget's own validation (on input, change, blur) left. */
 	isValid(section_id) {
 		const widget = this.widgets[section_id];
-		return widget ? widget.triggerValidation() : true;
+		return widget ? widget.isValid() : true;
 	},
 
 	getValidationError(section_id) {
@@ -577,7 +607,8 @@ const CBIAbstractValue = baseclass.extend({
 		const widget = this.createWidget(section_id, (cfg != null) ? cfg : this.default);
 
 		this.widgets[section_id] = widget;
-		return widget.render();
+		widget.frameNode = widget.render();
+		return widget.frameNode;
 	}
 });
 

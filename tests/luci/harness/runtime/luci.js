@@ -89,7 +89,8 @@
 
 	/* -- dom -------------------------------------------------------------------------------- */
 
-	const classInstances = new WeakMap();
+	const registry = {};
+	let idCounter = 0;
 
 	const DOM = Class.extend({
 		elem(node) {
@@ -137,6 +138,8 @@
 			if (!this.elem(node))
 				return null;
 
+			node.querySelectorAll('[data-idref]').forEach((n) => { delete registry[n.getAttribute('data-idref')]; });
+
 			while (node.firstChild)
 				node.removeChild(node.firstChild);
 
@@ -180,17 +183,41 @@
 			return node;
 		},
 
+		/*
+		 * As LuCI: a node is bound to its class instance through a `data-idref` attribute
+		 * and a registry; content() drops the registry entries of the nodes it replaces
+		 * before it removes them, so code that runs while they go (a blur validator) finds
+		 * the attribute but no entry, and data() throws like LuCI's dom.data().
+		 */
+		data(node, key) {
+			const id = node.getAttribute && node.getAttribute('data-idref');
+
+			if (id == null)
+				return null;
+
+			return registry[id][key];
+		},
+
 		bindClassInstance(node, instance) {
-			classInstances.set(node, instance);
-			node.setAttribute('data-luci-class', 'bound');
+			let id = node.getAttribute('data-idref');
+
+			if (id == null) {
+				id = String(++idCounter);
+				node.setAttribute('data-idref', id);
+			}
+
+			registry[id] = { _class: instance };
 		},
 
 		findClassInstance(node) {
-			for (; node; node = node.parentNode)
-				if (classInstances.has(node))
-					return classInstances.get(node);
+			let instance = null;
 
-			return null;
+			do {
+				instance = this.data(node, '_class');
+				node = node.parentNode;
+			} while (!(instance instanceof Class) && node != null && node.getAttribute);
+
+			return instance;
 		},
 
 		callClassMethod(node, method) {
@@ -323,7 +350,8 @@
 
 		addFooter() {
 			const footer = E('div', { 'class': 'cbi-page-actions' });
-			const readonly = !L.hasViewPermission();
+			const maps = Array.prototype.map.call(document.querySelectorAll('#view .cbi-map'), (node) => dom.findClassInstance(node));
+			const readonly = maps.length ? maps.every((map) => map && map.readonly) : !L.hasViewPermission();
 			const button = (cls, label, handler) => E('button', {
 				'class': 'btn cbi-button ' + cls,
 				'disabled': readonly ? 'disabled' : null,
@@ -429,8 +457,16 @@
 			return Object.keys(obj || {}).sort();
 		},
 
+		/* As LuCI: null without a (satisfied) menu node, else whether it is writable. */
 		hasViewPermission() {
-			return !this.env.readonly;
+			if (!this.isObject(this.env.nodespec) || !this.env.nodespec.satisfied)
+				return null;
+
+			return !this.env.nodespec.readonly;
+		},
+
+		url() {
+			return [ this.env.scriptname ].concat(Array.prototype.slice.call(arguments)).join('/');
 		},
 
 		raise(type, fmt) {

@@ -65,20 +65,26 @@ const UIElement = baseclass.extend({
 		(this.node || this.validationNode).dispatchEvent(new CustomEvent('widget-change', { bubbles: true, detail: { instance: this } }));
 	},
 
-	bind(node) {
+	/* node: the input; frame: the element LuCI gives the widget's id and binds to it. */
+	bind(node, frame) {
 		this.node = node;
-		dom.bindClassInstance(node, this);
+		dom.bindClassInstance(frame || node, this);
 		node.addEventListener('input', () => this.changed());
 		node.addEventListener('change', () => this.changed());
+		node.addEventListener('blur', () => this.triggerValidation());
 		this.triggerValidation();
 		return node;
+	},
+
+	widgetId() {
+		return this.options.id ? 'widget.' + this.options.id : null;
 	}
 });
 
 const Textfield = UIElement.extend({
 	render() {
 		const attrs = {
-			'id': this.options.id,
+			'id': this.widgetId(),
 			'name': this.options.name,
 			'type': this.options.password ? 'password' : 'text',
 			'class': 'cbi-input-text',
@@ -87,7 +93,7 @@ const Textfield = UIElement.extend({
 			'disabled': this.options.disabled ? 'disabled' : null
 		};
 		const node = E('input', attrs);
-		const wrap = E('div', { 'class': 'cbi-textfield' }, [ node ]);
+		const wrap = E('div', { 'id': this.options.id, 'class': 'cbi-textfield' }, [ node ]);
 
 		if (this.options.choices && Object.keys(this.options.choices).length) {
 			const listId = (this.options.id || 'cbi-list') + '.choices';
@@ -96,7 +102,7 @@ const Textfield = UIElement.extend({
 				Object.keys(this.options.choices).map((key) => E('option', { 'value': key }))));
 		}
 
-		this.bind(node);
+		this.bind(node, wrap);
 		return wrap;
 	}
 });
@@ -109,25 +115,27 @@ const Select = UIElement.extend({
 
 	render() {
 		const keys = this.options.sort === false ? Object.keys(this.choices) : Object.keys(this.choices);
-		const node = E('select', { 'id': this.options.id, 'name': this.options.name, 'class': 'cbi-input-select',
+		const node = E('select', { 'id': this.widgetId(), 'name': this.options.name, 'class': 'cbi-input-select',
 			'disabled': this.options.disabled ? 'disabled' : null },
 			(this.options.optional ? [ E('option', { 'value': '' }, [ this.options.placeholder || _('-- Please choose --') ]) ] : [])
 				.concat(keys.map((key) => E('option', { 'value': key }, [ this.choices[key] ]))));
 
 		node.value = (this.value != null) ? String(this.value) : (this.options.optional ? '' : keys[0]);
-		this.bind(node);
-		return node;
+		const frame = E('div', { 'id': this.options.id }, [ node ]);
+		this.bind(node, frame);
+		return frame;
 	}
 });
 
 const Checkbox = UIElement.extend({
 	render() {
-		const node = E('input', { 'id': this.options.id, 'name': this.options.name, 'type': 'checkbox',
-			'disabled': this.options.disabled ? 'disabled' : null });
+		const node = E('input', { 'id': 'cb%08x'.format(Math.floor(Math.random() * 0xffffffff)), 'name': this.options.name,
+			'type': 'checkbox', 'disabled': this.options.disabled ? 'disabled' : null });
 
 		node.checked = (this.value == this.options.value_enabled);
-		this.bind(node);
-		return E('div', { 'class': 'cbi-checkbox' }, [ node ]);
+		const frame = E('div', { 'id': this.options.id, 'class': 'cbi-checkbox' }, [ node ]);
+		this.bind(node, frame);
+		return frame;
 	},
 
 	isChecked() {
@@ -176,7 +184,7 @@ const DynamicList = UIElement.extend({
 	},
 
 	render() {
-		this.list = E('div', { 'class': 'cbi-dynlist', 'id': this.options.id });
+		this.list = E('div', { 'class': 'cbi-dynlist' });
 		this.input = E('input', { 'type': 'text', 'class': 'cbi-input-text', 'placeholder': this.options.placeholder || '' });
 		this.validationNode = this.input;
 
@@ -191,8 +199,9 @@ const DynamicList = UIElement.extend({
 		this.input.addEventListener('input', () => this.triggerNewValidation());
 
 		this.drawItems();
-		dom.bindClassInstance(this.list, this);
-		return E('div', {}, [ this.list, E('div', { 'class': 'add-item' }, [ this.input, ' ', add ]) ]);
+		const frame = E('div', { 'id': this.options.id, 'class': 'cbi-dynlist-frame' }, [ this.list, E('div', { 'class': 'add-item' }, [ this.input, ' ', add ]) ]);
+		dom.bindClassInstance(frame, this);
+		return frame;
 	},
 
 	triggerNewValidation() {
@@ -241,6 +250,7 @@ const DynamicList = UIElement.extend({
 let modalOpen = false;
 
 return baseclass.extend({
+	AbstractElement: UIElement,
 	Textfield: Textfield,
 	Select: Select,
 	Checkbox: Checkbox,
@@ -297,36 +307,95 @@ return baseclass.extend({
 		return modalOpen;
 	},
 
-	/* An event handler that calls fn (a method name of ctx, or a function) and keeps the
-	 * button disabled while the promise it returns is pending. */
+	/*
+	 * As LuCI: an event handler that calls fn (a method name of ctx, or a function) with
+	 * the button disabled and spinning until its promise settles. It does not catch: a
+	 * rejection is unhandled and the page shows nothing, so views catch their own errors.
+	 */
 	createHandlerFn(ctx, fn) {
 		const args = Array.prototype.slice.call(arguments, 2);
 		const func = (typeof fn == 'string') ? ctx[fn] : fn;
 
+		if (typeof func != 'function')
+			return null;
+
 		return function(ev) {
 			const button = ev.currentTarget;
-			const result = func.apply(ctx, args.concat([ ev ]));
 
-			if (result && typeof result.then == 'function' && button) {
-				button.disabled = true;
-				button.classList.add('spinning');
-				return result.catch((err) => L.error(err)).finally(() => {
-					button.disabled = false;
-					button.classList.remove('spinning');
-				});
-			}
+			button.classList.add('spinning');
+			button.disabled = true;
 
-			return result;
+			Promise.resolve(func.apply(ctx, args.concat([ ev ]))).finally(() => {
+				button.classList.remove('spinning');
+				button.disabled = false;
+			});
 		};
 	},
 
+	/*
+	 * Save & Apply as LuCI's ui.changes: POST admin/uci/apply_rollback with the session id
+	 * and the CSRF token; the controller applies with a rollback armed and answers a token;
+	 * after apply_holdoff seconds, POST admin/uci/confirm with it until the answer is 204
+	 * (or the rollback deadline passes); then the page reloads after apply_display seconds.
+	 */
 	changes: {
-		apply() {
-			return uci.apply().then(() => {
-				document.body.setAttribute('data-applied', String(+(document.body.getAttribute('data-applied') || 0) + 1));
-				document.dispatchEvent(new CustomEvent('uci-applied'));
-				L.require('ui').then((ui) => ui.addNotification(null, E('p', [ _('Configuration changes applied.') ]), 'info'));
-			});
+		post(path, fields) {
+			const query = Object.keys(fields).map((k) => encodeURIComponent(k) + '=' + encodeURIComponent(fields[k])).join('&');
+
+			return fetch(L.url('admin/uci', path) + '?' + query, { method: 'POST' });
+		},
+
+		status(text, cls) {
+			let box = document.getElementById('applyreboot-status');
+
+			if (!box)
+				box = document.getElementById('maincontent').insertBefore(E('div', { 'id': 'applyreboot-status' }),
+					document.getElementById('maincontent').firstChild);
+
+			dom.content(box, E('div', { 'class': 'alert-message ' + cls }, [ E('p', {}, [ text ]) ]));
+		},
+
+		apply(checked) {
+			checked = (checked !== false);
+			this.status(_('Applying configuration changes…'), 'notice spinning');
+
+			return this.post(checked ? 'apply_rollback' : 'apply_unchecked', { sid: L.env.sessionid, token: L.env.token })
+				.then((res) => {
+					if (res.status !== (checked ? 200 : 204)) {
+						this.status(_('Apply request failed with status %h').format(res.status), 'warning');
+						return;
+					}
+
+					if (!checked)
+						return this.applied();
+
+					return res.json().then((reply) => this.confirm(reply.token, Date.now() + L.env.apply_rollback * 1000));
+				});
+		},
+
+		confirm(token, deadline) {
+			const attempt = () => {
+				if (Date.now() >= deadline) {
+					this.status(_('The configuration was rolled back: the device did not confirm in time.'), 'danger');
+					return Promise.resolve();
+				}
+
+				return this.post('confirm', { token: token }).then((res) => {
+					if (res.status === 204 || res.status === 200)
+						return this.applied();
+
+					return new Promise((resolve) => window.setTimeout(resolve, 1000)).then(attempt);
+				});
+			};
+
+			return new Promise((resolve) => window.setTimeout(resolve, L.env.apply_holdoff * 1000)).then(attempt);
+		},
+
+		applied() {
+			this.status(_('Configuration changes applied.'), 'notice');
+			document.body.setAttribute('data-applied', String(+(document.body.getAttribute('data-applied') || 0) + 1));
+			document.dispatchEvent(new CustomEvent('uci-applied'));
+			window.setTimeout(() => { window.location = window.location.href.split('#')[0]; }, L.env.apply_display * 1000);
 		}
 	}
 });

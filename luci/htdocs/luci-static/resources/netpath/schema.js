@@ -102,9 +102,20 @@ function bitCount(n) {
 	return count;
 }
 
-/* The value an option has in the form right now, else in the config, else `fallback`. */
+/*
+ * The value an option has in the form right now, else in the config, else `fallback`.
+ * While LuCI re-renders a form (dialog Save, Save & Apply) a sibling's widget is already
+ * gone from the DOM registry and formvalue() throws: the stored value stands in.
+ */
 function fieldValue(section, section_id, option, fallback) {
-	let value = section.formvalue(section_id, option);
+	let value;
+
+	try {
+		value = section.formvalue(section_id, option);
+	}
+	catch (e) {
+		value = null;
+	}
 
 	if (value == null || value === '' || (Array.isArray(value) && !value.length))
 		value = section.cfgvalue(section_id, option);
@@ -139,13 +150,52 @@ function namedGrid(map, type, title, addTitle, message) {
 
 		return form.GridSection.prototype.handleAdd.apply(this, [ ev, name ]);
 	};
+
+	/* A value equal to the option's default (which is the compiler's) is left out of the
+	 * file instead of written, so saving a dialog writes only what the user set. */
+	const addOption = s.option;
+	s.option = function() {
+		const o = addOption.apply(this, arguments);
+		const write = o.write;
+
+		o.write = function(section_id, value) {
+			if (this.default != null && String(value) == String(this.default))
+				return this.remove(section_id);
+
+			return write.call(this, section_id, value);
+		};
+
+		return o;
+	};
+
 	return s;
+}
+
+/*
+ * Whether a rule section (as the uci module lists it) matches every connection of its
+ * family, as catch_all() in compiler/resolve.py: proto all, no ports, device or sets, and
+ * no address narrower than /0 (mwan3's habit: dest_ip 0.0.0.0/0).
+ */
+function catchAll(rule) {
+	const set = (value) => value != null && value !== '' && !(Array.isArray(value) && !value.length);
+	const everything = (prefix) => [ '0', '0.0.0.0', '::' ].indexOf(String(prefix).trim().split('/')[1]) != -1;
+
+	return (!set(rule.proto) || rule.proto == 'all')
+		&& ![ 'src_port', 'dest_port', 'src_iface', 'ipset', 'src_ipset' ].some((option) => set(rule[option]))
+		&& [ 'src_ip', 'dest_ip' ].every((option) => listOf(rule[option]).every(everything));
+}
+
+/* An action's rejected call (access denied, session expired, ...) as a notification. */
+function showError(err) {
+	ui.addNotification(null, E('p', [ (err && err.message) ? err.message : String(err) ]), 'danger');
 }
 
 return baseclass.extend({
 	NAME_RE: NAME_RE,
 	namedGrid: namedGrid,
 	fieldValue: fieldValue,
+	catchAll: catchAll,
+	showError: showError,
 	listOf: listOf,
 	TRACK_METHODS: [ 'ping', 'httping', 'dns', 'arping', 'none' ],
 	FLUSH_EVENTS: [ 'ifup', 'ifdown', 'connected', 'disconnected' ],

@@ -44,6 +44,9 @@ function field(label, widget, help) {
 	]);
 }
 
+/* LuCI's pattern: true when the session may only read (Ping is a write method). */
+const isReadonlyView = !L.hasViewPermission() || null;
+
 function failure(reply) {
 	return E('div', { 'class': 'alert-message warning' }, [ reply.error || _('No answer from luci.netpath.') ]);
 }
@@ -100,7 +103,14 @@ return view.extend({
 				E('pre', { 'class': 'netpath-output' }, [ reply.text ]),
 				E('p', { 'class': 'cbi-value-description' }, [ source ])
 			]);
-		});
+		}).catch((err) => this.showFailure(out, err));
+	},
+
+	/* A rejected call (access denied, session expired, rpcd gone): say so where the answer
+	 * would have gone, and as a notification. */
+	showFailure(out, err) {
+		dom.content(out, failure({ error: err.message }));
+		schema.showError(err);
 	},
 
 	handlePing(ev) {
@@ -127,13 +137,14 @@ return view.extend({
 				]),
 				E('pre', { 'class': 'netpath-output' }, [ reply.output ])
 			]);
-		});
+		}).catch((err) => this.showFailure(out, err));
 	},
 
 	handleRuleset(ev) {
 		const out = document.getElementById('netpath-ruleset');
 
-		return callRuleset().then((reply) => dom.content(out, this.renderRuleset(reply)));
+		return callRuleset().then((reply) => dom.content(out, this.renderRuleset(reply)))
+			.catch((err) => this.showFailure(out, err));
 	},
 
 	renderRuleset(reply) {
@@ -206,6 +217,7 @@ return view.extend({
 				field(_('Target'), targetInput, _('An IP address; three echo requests leave through the interface\'s device.')),
 				E('div', { 'class': 'cbi-page-actions' }, [
 					E('button', { 'class': 'btn cbi-button cbi-button-action', 'id': 'netpath-ping-go',
+						'disabled': isReadonlyView, 'title': isReadonlyView ? _('Needs write access to NetPath') : null,
 						'click': ui.createHandlerFn(this, 'handlePing') }, [ _('Ping') ])
 				]),
 				E('div', { 'id': 'netpath-ping-result' })
@@ -214,7 +226,8 @@ return view.extend({
 			E('div', { 'class': 'cbi-section' }, [
 				E('h3', {}, [ _('Generated ruleset') ]),
 				E('div', { 'class': 'cbi-page-actions' }, [
-					E('button', { 'class': 'btn cbi-button', 'click': ui.createHandlerFn(this, 'handleRuleset') }, [ _('Reload') ])
+					E('button', { 'class': 'btn cbi-button', 'id': 'netpath-ruleset-go',
+						'click': ui.createHandlerFn(this, 'handleRuleset') }, [ _('Reload') ])
 				]),
 				E('div', { 'id': 'netpath-ruleset' }, this.renderRuleset(ruleset))
 			])

@@ -39,6 +39,9 @@ const callDisable = rpc.declare({
 	expect: { '': {} }
 });
 
+/* LuCI's pattern: read-only sessions (an ACL group without write) only watch. */
+const isReadonlyView = !L.hasViewPermission() || null;
+
 const SAMPLES = 60;           /* points per chart: five minutes at LuCI's 5 s poll */
 const HISTORY_ROWS = 10;
 const CHART_WIDTH = 240;
@@ -240,7 +243,7 @@ return view.extend({
 				ui.addNotification(null, E('p', [ reply.error || _('The agent did not answer.') ]), 'danger');
 
 			return this.refresh();
-		});
+		}).catch((err) => ui.addNotification(null, E('p', [ err.message ]), 'danger'));
 	},
 
 	renderUplink(iface, samples) {
@@ -256,8 +259,7 @@ return view.extend({
 				E('span', { 'class': 'netpath-since' }, [
 					iface.since ? _('for %s').format(formatDuration(Date.now() / 1000 - iface.since)) : ''
 				]),
-				/* read-only users (ACL group without write) only watch */
-				(L.hasViewPermission() === false) ? '' : E('button', {
+				isReadonlyView ? '' : E('button', {
 					'class': 'btn cbi-button cbi-button-' + (iface.admin == 'disabled' ? 'apply' : 'reset'),
 					'title': (iface.admin == 'disabled')
 						? _('Give this uplink back to the policies')

@@ -29,6 +29,18 @@ return view.extend({
 			_('A rule name is 1-32 letters, digits or underscores.'));
 		s.sortable = true;
 
+		/* A new rule goes above the first catch-all rule (the default rule): below it, it
+		 * could never match (`netpath check` warns about such a rule). */
+		const addRule = s.handleAdd;
+		s.handleAdd = function(ev, name) {
+			const catchAll = uci.sections('netpath', 'rule').filter(schema.catchAll)[0];
+
+			return addRule.call(this, ev, name).then(() => {
+				if (catchAll && name && uci.get('netpath', name) != null)
+					uci.move('netpath', name, catchAll['.name']);
+			});
+		};
+
 		s.tab('match', _('Match'));
 		s.tab('action', _('Action'));
 
