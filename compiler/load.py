@@ -112,7 +112,7 @@ class Locator:
     def _tail(self, rest) -> str:
         if self.fmt == "uci":
             return "".join(f" option '{p}'" if isinstance(p, str) else f" item {p + 1}" for p in rest)
-        return "".join(f".{p}" if isinstance(p, str) else f"[{p}]" for p in rest)
+        return "".join(f".{_label(p)}" if isinstance(p, str) else f"[{p}]" for p in rest)
 
 
 @dataclass
@@ -205,6 +205,10 @@ def _from_uci(text: str, filename: str):
         for option in section.options.values():
             value = _uci_value(option)
             opt_label = f"{label} option '{clip(option.name, 40)}'"
+            if key == "interfaces" and option.name == "track":
+                errors.append(f"{filename}:{option.line}: {opt_label}: unknown option for an interface; "
+                              "UCI spells tracking settings flat (track_method, track_targets, ...)")
+                continue
             if key == "interfaces" and option.name in TRACK_OPTIONS:
                 sub = TRACK_OPTIONS[option.name]
                 values.setdefault("track", {})[sub] = value
@@ -261,7 +265,8 @@ def _from_yaml(text: str, filename: str):
         where = f"{filename}:{mark.line + 1}" if mark else filename
         problem = getattr(exc, "problem", None) or str(exc)
         kind = "YAML" if getattr(exc, "refused", False) else "YAML syntax error"
-        raise LoadError([f"{where}: {kind}: {clip(problem, 200)}"]) from None
+        one_line = " ".join(str(problem).split())  # a ReaderError's text spans lines
+        raise LoadError([f"{where}: {kind}: {clip(one_line, 200)}"]) from None
     if data is None:
         data = {}
     return _from_nested(data, filename, "yaml")

@@ -9,6 +9,7 @@ loaded as one transaction, to keep the run short.
 from __future__ import annotations
 
 import contextlib
+import copy
 import io
 import ipaddress
 import json
@@ -23,7 +24,7 @@ from hypothesis import strategies as st
 
 from netpath.agent import marks
 from netpath.agent.policy import LAST_RESORTS, MODES
-from netpath.compiler import bundle, check, cli, pipeline, uci
+from netpath.compiler import bundle, check, cli, load, pipeline, uci
 
 CONFIGS_PER_EXAMPLE = 5
 # No shrinking: each example compiles several configs and loads them in the kernel, and
@@ -283,3 +284,157 @@ def test_one_mutation_always_fails_cleanly(cases):
             assert any(place in line for line in lines), (kind, place, lines)
             assert {p: p.read_bytes() for p in out.rglob("*") if p.is_file()} == before
             assert sorted(p.name for p in root.iterdir() if p.name.startswith(".")) == []
+
+
+# --- garbage: never a traceback, never a bundle the kernel refuses -----------------------------
+
+GARBAGE = settings(max_examples=150, deadline=None, derandomize=True,
+                   suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+
+OPTION_NAMES = sorted({"ifname", "family", "gateway", "enabled", "masquerade", "flush_conntrack", "id",
+                       "track", "interface", "metric", "weight", "members", "mode", "last_resort", "name",
+                       "policy", "proto", "src_ip", "dest_ip", "src_port", "dest_port", "src_iface", "ipset",
+                       "sticky", "timeout", "nft_table", "mark_mask", "route_table_base", "route_protocol",
+                       "method", "targets", "interval", "reliability", "count", "up", "down", "http_url",
+                       "track_method", "track_targets", "size", "max_ttl", "dns_query", "check_quality"})
+scalars = st.one_of(st.none(), st.booleans(), st.integers(), st.integers(-2 ** 80, 2 ** 80),
+                    st.floats(), st.text(max_size=30),
+                    st.sampled_from(["0.0.0.0", "::", "192.0.2.256", "224.0.0.1", "255.255.255.255",
+                                     "١٢", "１", "1_0", "0x3F00", "counter", "table", "eth0", "wan",
+                                     "8.8.8.8", "2001:db8::1", "ping", "none", "balanced", "253",
+                                     "1e999", "nan", "-1", "", " ", "a\nb", "'", "\"", "#", ";"]))
+keys = st.one_of(st.sampled_from(OPTION_NAMES), st.from_regex(r"[a-z_][a-z0-9_]{0,8}", fullmatch=True),
+                 st.text(max_size=10))
+values = st.recursive(scalars, lambda inner: st.lists(inner, max_size=4)
+                      | st.dictionaries(keys, inner, max_size=4), max_leaves=12)
+sections = st.dictionaries(st.one_of(st.sampled_from(["wan", "wanb", "m1", "p1"]), keys),
+                           st.dictionaries(keys, values, max_size=6), max_size=3)
+documents = st.fixed_dictionaries({}, optional={
+    "global": st.dictionaries(keys, values, max_size=4), "interfaces": sections, "members": sections,
+    "policies": sections, "rules": st.lists(st.dictionaries(keys, values, max_size=5), max_size=3),
+    "junk": values})
+
+
+def _toml(value) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float):
+        return "nan" if value != value else ("inf" if value > 0 else "-inf") if value in (
+            float("inf"), float("-inf")) else repr(value)
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, list):
+        return "[" + ", ".join(_toml(v) for v in value if v is not None) + "]"
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{json.dumps(k)} = {_toml(v)}" for k, v in value.items()
+                               if v is not None) + "}"
+    return json.dumps(str(value))
+
+
+def to_toml_text(doc: dict) -> str:
+    return "".join(f"{json.dumps(k)} = {_toml(v)}\n" for k, v in doc.items() if v is not None)
+
+
+def to_uci_text(doc: dict) -> str:
+    out = []
+    for key, section in doc.items():
+        if not isinstance(section, dict):
+            continue
+        kind = {"global": "globals", "interfaces": "interface", "members": "member",
+                "policies": "policy", "rules": "rule"}.get(key, key)
+        for name, options in (section.items() if key != "global" else [("globals", section)]):
+            out.append(f"config {uci.quote(str(kind) or 'x')} {uci.quote(str(name))}")
+            for option, value in (options.items() if isinstance(options, dict) else []):
+                items = value if isinstance(value, list) else [value]
+                word = "list" if isinstance(value, list) else "option"
+                out += [f"\t{word} {option} {uci.quote(str(v))}" for v in items]
+    return "\n".join(out) + "\n"
+
+
+uci_lines = st.lists(st.one_of(
+    st.builds(lambda k, a, b: f"{k} {a} {b}", st.sampled_from(["config", "option", "list", "package", "c", "o",
+                                                               "l", "#", "", "bogus"]),
+              st.one_of(st.sampled_from(["interface", "member", "policy", "rule", "globals", "ifname",
+                                         "track_targets", "weight", "members"]), st.text(max_size=8)),
+              st.one_of(st.text(max_size=12).map(uci.quote), st.text(max_size=12), scalars.map(str))),
+    st.text(max_size=40)), max_size=25).map("\n".join)
+
+
+def compiles_cleanly(tmp: Path, name: str, raw: bytes) -> None:
+    """Compile `raw`: either a clean refusal (exit 2, bounded located lines, nothing written)
+    or a bundle the kernel accepts. A traceback fails the test by itself."""
+    config = tmp / name
+    config.write_bytes(raw)
+    out = tmp / "bundle"
+    stdout, stderr = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
+        status = cli.main(["compile", str(config), "-o", str(out), "--no-check"])
+    errors = [l for l in stderr.getvalue().splitlines() if not l.startswith("warning: ")]
+    if status == 0:
+        files = bundle.read_tree(out)
+        check.check_files(files)  # what we wrote, the kernel must take
+        load_routes(files)
+        bundle_dir = out
+        for path in sorted(bundle_dir.rglob("*"), reverse=True):
+            path.unlink() if path.is_file() else path.rmdir()
+        bundle_dir.rmdir()
+        return
+    assert status == 2, (status, stderr.getvalue())
+    assert stdout.getvalue() == "" and 1 <= len(errors) <= 51, stderr.getvalue()
+    for line in errors:
+        assert len(line) <= 400 and (line.startswith(str(config)) or line.startswith("... and ")), line
+    assert not out.exists()
+
+
+@GARBAGE
+@given(st.binary(max_size=300), st.sampled_from(["uci", "toml", "yaml"]))
+def test_random_bytes_never_crash_the_compiler(raw, fmt):
+    with tempfile.TemporaryDirectory(prefix="netpath-garbage-") as tmp:
+        compiles_cleanly(Path(tmp), f"c.{fmt}", raw)
+
+
+@GARBAGE
+@given(documents, st.sampled_from(["uci", "toml", "yaml"]))
+def test_random_documents_never_crash_the_compiler(doc, fmt):
+    if fmt == "yaml":
+        text = yaml.safe_dump(doc, allow_unicode=True)
+    elif fmt == "toml":
+        text = to_toml_text(doc)
+    else:
+        text = to_uci_text(doc)
+    with tempfile.TemporaryDirectory(prefix="netpath-garbage-") as tmp:
+        compiles_cleanly(Path(tmp), f"c.{fmt}", text.encode("utf-8", "surrogatepass"))
+
+
+@GARBAGE
+@given(uci_lines)
+def test_random_uci_lines_never_crash_the_compiler(text):
+    with tempfile.TemporaryDirectory(prefix="netpath-garbage-") as tmp:
+        compiles_cleanly(Path(tmp), "c.uci", text.encode("utf-8", "surrogatepass"))
+
+
+@GARBAGE
+@given(st.sampled_from(["global", "interfaces", "track", "members", "policies", "rules"]), keys, values,
+       st.sampled_from(["uci", "toml", "yaml"]))
+def test_one_random_value_in_a_valid_config_never_crashes_the_compiler(section, option, value, fmt):
+    """Garbage that reaches validate: a working config with one option set to anything."""
+    track = {"method": "ping", "targets": ["192.0.2.1"]}
+    cfg = {"global": {"nft_table": "np_garbage"},
+           "interfaces": {"wan": {"ifname": "eth0", "track": track}},
+           "members": {"wan_m1": {"interface": "wan"}}, "policies": {"p": {"members": ["wan_m1"]}},
+           "rules": [{"name": "r", "policy": "p"}]}
+    target = {"global": cfg["global"], "track": track, "rules": cfg["rules"][0]}.get(section) \
+        or next(iter(cfg[section].values()))
+    target[option] = value
+    if fmt == "yaml":
+        text = yaml.safe_dump(cfg, allow_unicode=True)
+    elif fmt == "toml":
+        text = to_toml_text(cfg)
+    else:
+        flat = copy.deepcopy(cfg)
+        flat["interfaces"]["wan"].update(
+            {load.UCI_OPTION_OF_TRACK.get(k, k): v for k, v in flat["interfaces"]["wan"].pop("track").items()})
+        flat["rules"] = {r.get("name", "r") if isinstance(r.get("name"), str) else "r": r for r in flat["rules"]}
+        text = to_uci_text(flat)
+    with tempfile.TemporaryDirectory(prefix="netpath-garbage-") as tmp:
+        compiles_cleanly(Path(tmp), f"c.{fmt}", text.encode("utf-8", "surrogatepass"))

@@ -240,6 +240,17 @@ def test_uci_numbers_are_ascii_digits_only(tmp_path, value):
     assert len(lines) == 1 and ":" in lines[0][len(str(tmp_path)):]
 
 
+def test_a_uci_track_option_is_refused_not_a_traceback(tmp_path):
+    text = emit.render(BASE, "uci").replace("config interface 'wan'\n",
+                                             "config interface 'wan'\n\toption track 'ping'\n")
+    refused(tmp_path, text, ".uci", "interface 'wan' option 'track'", "track_method")
+
+
+def test_a_control_character_in_a_yaml_key_is_escaped_in_the_line(tmp_path):
+    lines = refused(tmp_path, 'interfaces:\n  wan: {ifname: eth0, "\\x1e": 1}\n', ".yaml", "'\\x1e'")
+    assert all(l.isprintable() for l in lines)
+
+
 def test_a_uci_section_name_of_a_megabyte_is_clipped_in_every_line(tmp_path):
     text = emit.render(BASE, "uci") + f"\nconfig member '{'m' * 1_000_000}'\n\toption interface 'nosuch'\n"
     lines = refused(tmp_path, text, ".uci", "member 'mmmm", "...", "is not valid")
