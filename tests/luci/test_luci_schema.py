@@ -143,7 +143,7 @@ def test_the_lists_match_the_compiler():
 process.stdout.write(JSON.stringify({
 	modes: schema.MODES, last: schema.LAST_RESORTS, methods: schema.TRACK_METHODS, flush: schema.FLUSH_EVENTS,
 	levels: schema.LOG_LEVELS, dns: schema.DNS_TYPES, protos: schema.PROTOCOLS, special: schema.SPECIAL_TARGETS,
-	max_id: schema.MAX_ID, max_members: schema.MAX_MEMBERS_PER_POLICY
+	max_id: schema.MAX_ID, max_members: schema.MAX_MEMBERS_PER_POLICY, keywords: schema.NFT_KEYWORDS
 }));""", str(SCHEMA_JS)], capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, proc.stderr
     js = json.loads(proc.stdout)
@@ -159,6 +159,9 @@ process.stdout.write(JSON.stringify({
     assert js["special"] == list(v.SPECIAL_TARGETS)
     assert js["max_id"] == marks.MAX_ID
     assert js["max_members"] == v.MAX_MEMBERS_PER_POLICY
+    from netpath.agent.names import NFT_KEYWORDS
+
+    assert sorted(js["keywords"]) == sorted(NFT_KEYWORDS)
 
 
 # Rule sections as the uci module lists them (lists as arrays, absent options absent).

@@ -15,6 +15,7 @@ const NAME_RE = new RegExp('^[A-Za-z0-9_]{1,32}$');
 const TABLE_RE = new RegExp('^[A-Za-z][A-Za-z0-9_]{0,31}$');
 const DEVICE_RE = new RegExp('^[A-Za-z0-9][A-Za-z0-9_.-]{0,14}$');
 const DNS_NAME_RE = new RegExp('^(\\.|([A-Za-z0-9_]([A-Za-z0-9_-]{0,62})\\.?)+)$');
+const ADDRESS_LIKE_RE = new RegExp('^[0-9.]+$|:');
 const URL_RE = new RegExp('^https?://[A-Za-z0-9._~:/?#\\[\\]@!$&()*+,;=%-]+$');
 const INTEGER_RE = new RegExp('^[0-9]+$');
 const DECIMAL_RE = new RegExp('^[0-9]+(\\.[0-9]+)?$|^\\.[0-9]+$');
@@ -23,6 +24,27 @@ const PORT_RANGE_RE = new RegExp('^([0-9]{1,5})(?:[-:]([0-9]{1,5}))?$');
 const IPV4_RE = new RegExp('^(0|[1-9][0-9]{0,2})\\.(0|[1-9][0-9]{0,2})\\.(0|[1-9][0-9]{0,2})\\.(0|[1-9][0-9]{0,2})$');
 const HEX_WORD_RE = new RegExp('^[0-9A-Fa-f]{1,4}$');
 const MASK_RE = new RegExp('^(0[xX])?[0-9A-Fa-f]{1,8}$');
+
+/* Words nft reads as keywords anywhere in a command: no table may be called so, as
+ * NFT_KEYWORDS in agent/names.py (tests/luci/test_luci_schema.py compares them). */
+const NFT_KEYWORDS = [
+	'accept', 'add', 'ah', 'all', 'and', 'arp', 'bridge', 'cgroup', 'chain', 'comment', 'comp',
+	'constant', 'continue', 'counter', 'cpu', 'create', 'ct', 'day', 'dccp', 'define', 'delete',
+	'describe', 'destroy', 'device', 'devices', 'dnat', 'drop', 'dst', 'dup', 'dynamic', 'ecn',
+	'element', 'elements', 'eq', 'esp', 'ether', 'exists', 'expires', 'export', 'exthdr', 'fib',
+	'flags', 'flow', 'flowtable', 'flush', 'frag', 'fwd', 'ge', 'geneve', 'get', 'goto', 'gre',
+	'gretap', 'gt', 'handle', 'hbh', 'hook', 'hour', 'ibriport', 'ibrname', 'icmp', 'icmpv6', 'igmp',
+	'iif', 'iifgroup', 'iifname', 'iiftype', 'import', 'include', 'index', 'inet', 'insert',
+	'interval', 'ip', 'ip6', 'ipsec', 'jhash', 'jump', 'last', 'le', 'limit', 'list', 'log', 'lshift',
+	'lt', 'map', 'mark', 'masquerade', 'meta', 'meter', 'mh', 'missing', 'monitor', 'ne', 'netdev',
+	'nftrace', 'not', 'notrack', 'numgen', 'obriport', 'obrname', 'offload', 'oif', 'oifgroup',
+	'oifname', 'oiftype', 'or', 'osf', 'pkttype', 'policy', 'position', 'priority', 'queue', 'quota',
+	'random', 'redefine', 'redirect', 'reject', 'rename', 'replace', 'reset', 'return', 'rshift',
+	'rt', 'rt0', 'rt2', 'rtclassid', 'rule', 'ruleset', 'sctp', 'secmark', 'set', 'size', 'skgid',
+	'skuid', 'snat', 'socket', 'srh', 'symhash', 'synproxy', 'table', 'tcp', 'th', 'time', 'timeout',
+	'tproxy', 'tunnel', 'type', 'typeof', 'udp', 'udplite', 'undefine', 'update', 'vlan', 'vmap',
+	'vni', 'vxlan', 'xor', 'xt'
+];
 
 const PROTOCOLS = [ 'all', 'tcp', 'udp', 'icmp', 'icmpv6', 'esp', 'ah', 'gre', 'sctp', 'udplite' ];
 const PORT_PROTOCOLS = [ 'all', 'tcp', 'udp', 'sctp', 'udplite', '6', '17' ];
@@ -205,6 +227,7 @@ return baseclass.extend({
 	LAST_RESORTS: [ 'unreachable', 'blackhole', 'default' ],
 	SPECIAL_TARGETS: [ 'unreachable', 'blackhole', 'default' ],
 	PROTOCOLS: PROTOCOLS,
+	NFT_KEYWORDS: NFT_KEYWORDS,
 	PORT_PROTOCOLS: PORT_PROTOCOLS,
 	MAX_ID: 252,
 	MAX_MEMBERS_PER_POLICY: 10,
@@ -220,7 +243,10 @@ return baseclass.extend({
 	},
 
 	tableName(value) {
-		return TABLE_RE.test(value) ? true : expecting(_('an nft table name: a letter, then up to 31 letters, digits or "_"'));
+		if (!TABLE_RE.test(value))
+			return expecting(_('an nft table name: a letter, then up to 31 letters, digits or "_"'));
+
+		return (NFT_KEYWORDS.indexOf(value) == -1) ? true : _('%s is a word of nft\'s language; choose another table name').format(value);
 	},
 
 	/* Whole numbers lo..hi (hi may be null: no upper bound). */
@@ -344,10 +370,28 @@ return baseclass.extend({
 		return expecting(_('one of %s, or a protocol number 0..255').format(PROTOCOLS.join(', ')));
 	},
 
+	/* As compiler/validate.py TrackTarget: an address one host answers, or a host name;
+	 * what looks like an address (digits and dots, or a colon) must be one. */
 	trackTarget(value) {
 		const text = String(value).trim();
+		const v4 = parseIPv4(text);
+		const v6 = v4 ? null : parseIPv6(text);
 
-		if (family(text) || (text != '.' && text.length <= 253 && DNS_NAME_RE.test(text)))
+		if (v4 || v6) {
+			const never = v4
+				? ((v4.every((b) => b == 0) && _('the unspecified address'))
+					|| (v4[0] >= 224 && v4[0] <= 239 && _('a multicast address'))
+					|| (v4.every((b) => b == 255) && _('the broadcast address')))
+				: ((v6.every((w) => w == 0) && _('the unspecified address'))
+					|| ((v6[0] >> 8) == 0xff && _('a multicast address')));
+
+			return never ? _('%s is %s; no probe to it is ever answered by one host').format(text, never) : true;
+		}
+
+		if (ADDRESS_LIKE_RE.test(text))
+			return expecting(_('a valid IP address'));
+
+		if (text != '.' && text.length <= 253 && DNS_NAME_RE.test(text))
 			return true;
 
 		return expecting(_('an IP address or a host name'));
