@@ -185,6 +185,36 @@ def uplink(lab: netlab.Lab, timeout: float = 1.0) -> "str | None":
     return lab.uplink_of(lab.fetch(timeout=timeout))
 
 
+def spread(lab: netlab.Lab, count: int = 6) -> dict:
+    """How `count` fresh connections from the LAN client left: {"wan1": n, "wan2": m, "errors": e}."""
+    histogram = lab.http_histogram(count, timeout=0.5)
+    counts = {}
+    for seen, n in netlab.seen_counts(histogram).items():
+        name = lab.uplink_of(seen) or seen
+        counts[name] = counts.get(name, 0) + n
+    if histogram.get("errors"):
+        counts["errors"] = histogram["errors"]
+    return counts
+
+
+def is_balanced(counts: dict, live=("wan1", "wan2"), count: int = 6) -> bool:
+    """Whether `count` connections spread evenly over the `live` uplinks, none failing
+    (balanced mode is numgen inc: strictly alternating)."""
+    return counts == {name: count // len(live) for name in live}
+
+
+def wait_balanced(lab: netlab.Lab, since: float, timeout: float = 10.0, live=("wan1", "wan2")) -> float:
+    """Seconds from `since` (a time.monotonic()) until fresh connections spread over the
+    `live` uplinks again, with none failing."""
+    deadline = time.monotonic() + timeout
+    counts = {}
+    while time.monotonic() < deadline:
+        counts = spread(lab)
+        if is_balanced(counts, live):
+            return time.monotonic() - since
+    raise AssertionError(f"new connections not balanced over {', '.join(live)} within {timeout} s: {counts}")
+
+
 def reset_lab(lab: netlab.Lab) -> None:
     """Undo every impairment and NetPath's state in the router, for the next test."""
     for k in lab.wan_numbers:

@@ -18,6 +18,7 @@ import pytest
 
 from lab import netlab
 from lab.agentlab import NETPATH, agent_config, agents, compile_bundle, lab2  # noqa: F401 (fixtures)
+from lab.agentlab import is_balanced as balanced, spread as uplinks, wait_balanced
 
 pytestmark = pytest.mark.lab
 
@@ -32,34 +33,6 @@ def bundle(lab2, tmp_path_factory):
     config = agent_config(mode="balanced", metrics={1: 1, 2: 1})
     config += '[[rules]]\nname = "streaming"\nipset = "streaming"\npolicy = "p"\n'
     return compile_bundle(tmp_path_factory.mktemp("drift"), config)
-
-
-def uplinks(lab, count: int = 6) -> dict:
-    """How `count` fresh connections from the LAN client left: {"wan1": n, "wan2": m, "errors": e}."""
-    histogram = lab.http_histogram(count, timeout=0.5)
-    counts = {}
-    for seen, n in netlab.seen_counts(histogram).items():
-        name = lab.uplink_of(seen) or seen
-        counts[name] = counts.get(name, 0) + n
-    if histogram.get("errors"):
-        counts["errors"] = histogram["errors"]
-    return counts
-
-
-def balanced(counts: dict, count: int = 6) -> bool:
-    return counts == {"wan1": count // 2, "wan2": count // 2}
-
-
-def wait_balanced(lab, since: float, timeout: float = 10.0) -> float:
-    """Seconds from `since` (a time.monotonic()) until fresh connections spread over both
-    uplinks again, with none failing."""
-    deadline = time.monotonic() + timeout
-    counts = {}
-    while time.monotonic() < deadline:
-        counts = uplinks(lab)
-        if balanced(counts):
-            return time.monotonic() - since
-    raise AssertionError(f"new connections not balanced over wan1 and wan2 within {timeout} s: {counts}")
 
 
 def kernel(agent) -> dict:
