@@ -186,6 +186,11 @@ def _from_uci(text: str, filename: str):
             errors.append(f"{filename}:{section.line}: section type '{clip(kind)}' is unknown"
                           f"{hint}; allowed: {', '.join(SECTION_KEYS)}")
             continue
+        if section.reopened:
+            errors.append(f"{filename}:{section.reopened[0]}: {label}: a second section of this name "
+                          f"(first on line {section.line}); uci would merge the two silently: names "
+                          "must be unique")
+            continue
         values: dict = {}
         if key == "globals":
             if "globals" in tree:

@@ -74,6 +74,7 @@ class UciSection:
     anonymous: bool
     line: int = field(default=0, compare=False)  # the (first) `config` statement
     options: dict = field(default_factory=dict)  # name -> UciOption, insertion order
+    reopened: list = field(default_factory=list, compare=False)  # lines of later `config` of this name
 
 
 @dataclass
@@ -331,7 +332,9 @@ class _Parser:
             section = UciSection(section_type, name, anonymous, self.statement_line)
             self.sections.append(section)
             self.by_name.setdefault(name, section)
-        elif section.type != section_type:
+        else:
+            section.reopened.append(self.statement_line)
+        if section.type != section_type:
             self.problem("section of different type overwrites prior section with same name",
                          f"type of '{name}' changed from '{section.type}' to '{section_type}'")
             section.type = section_type

@@ -240,6 +240,14 @@ def test_uci_numbers_are_ascii_digits_only(tmp_path, value):
     assert len(lines) == 1 and ":" in lines[0][len(str(tmp_path)):]
 
 
+def test_a_uci_section_name_given_twice_is_refused_not_merged(tmp_path):
+    text = emit.render(BASE, "uci") + "\nconfig rule 'default_rule'\n\toption policy 'default'\n"
+    second = text.count("\n", 0, text.rindex("config rule 'default_rule'")) + 1
+    lines = refused(tmp_path, text, ".uci", "rule 'default_rule': a second section of this name",
+                    "first on line", line=second)
+    assert len(lines) == 1
+
+
 def test_a_uci_track_option_is_refused_not_a_traceback(tmp_path):
     text = emit.render(BASE, "uci").replace("config interface 'wan'\n",
                                              "config interface 'wan'\n\toption track 'ping'\n")
