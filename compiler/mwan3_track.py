@@ -128,9 +128,7 @@ def track_settings(conv: Converter, section, family, name) -> "dict | None":
                                             "as online, and so does NetPath")
     initial = "offline" if initial == "offline" else "online"
     if not targets:
-        present = sorted(k for k in track_keys if k in section.options)
-        for key in present:
-            conv.handled[(section.name, key)] = "reported"
+        present = _unconverted(conv, section, track_keys)
         unused = f"; its tracking options ({', '.join(present)}) have no use and are not " \
                  "converted" if present else ""
         conv.note(section, None, "no track_ip: mwan3 runs no tracker, the state follows the link "
@@ -157,9 +155,7 @@ def track_settings(conv: Converter, section, family, name) -> "dict | None":
         conv.note(section, "track_ip", "no usable target is left: mwan3's probes always failed, so "
                                        "the interface was offline after 'down' rounds; NetPath "
                                        "keeps it disabled")
-        present = sorted(k for k in track_keys | {"initial_state"} if k in section.options)
-        for key in present:
-            conv.handled[(section.name, key)] = "reported"
+        present = _unconverted(conv, section, track_keys | {"initial_state"})
         if present:
             conv.note(section, None, f"its tracking options ({', '.join(present)}) have no use on a "
                                      "disabled interface and are not converted")
@@ -235,6 +231,14 @@ def track_method(conv: Converter, section, family) -> str:
     conv.note(section, "track_method", f"'{raw}' is not a method mwan3 knows; mwan3 falls back to "
                                        "ping, and so does NetPath")
     return "ping"
+
+
+def _unconverted(conv: Converter, section, keys) -> list:
+    """Mark the options of `keys` that `section` sets as reported (a note names them)."""
+    present = sorted(k for k in keys if k in section.options)
+    for key in present:
+        conv.handled[(section.name, key)] = "reported"
+    return present
 
 
 def unusable_target(target: str, family: str, method: str) -> "str | None":
