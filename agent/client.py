@@ -360,9 +360,28 @@ def main(argv, prog: str = "netpath") -> int:
         return 0
 
 
+def disabled_in_config() -> "str | None":
+    """The config file when its globals say `enabled 0` (then the init script starts no agent)."""
+    path = os.path.join(os.environ.get("UCI_CONFIG_DIR", "/etc/config"), "netpath")
+    try:
+        from netpath.compiler import uci  # the UCI reader alone: standard library only
+
+        section = uci.load(path, strict=False).get("globals")
+    except (OSError, ValueError, uci.UciError):  # no file, or one the compiler will refuse
+        return None
+    option = section.options.get("enabled") if section is not None else None
+    return path if option is not None and option.value in ("0", "off", "false", "no", "disabled") else None
+
+
 def _once(command: str, args, prog: str, out) -> int:
     try:
         reply = ipc.request(args.socket, build_request(command, args), timeout=args.timeout)
+    except ipc.AgentNotRunning as exc:
+        config = disabled_in_config()
+        print(f"{prog}: NetPath is disabled (globals enabled 0) in {config}: no agent runs; enable it with "
+              "`uci set netpath.globals.enabled=1; uci commit netpath; /etc/init.d/netpath start`" if config
+              else f"{prog}: {exc}", file=sys.stderr)
+        return 1
     except ipc.IpcError as exc:
         print(f"{prog}: {exc}", file=sys.stderr)
         return 1

@@ -430,3 +430,28 @@ def test_ping_leaves_through_the_chosen_uplink(lab_agent):
         lab.isp_blackhole(1, on=False)
     assert cut["ok"] is True and cut["reachable"] is False and cut["exit_code"] != 0
     assert other["reachable"] is True
+
+
+def test_with_no_agent_a_disabled_config_is_named(tmp_path):
+    """On OpenWrt the init script starts no agent for `globals enabled 0`; the plugin asks
+    `uci` (here a stand-in on PATH answering as the real one would) and says so."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "uci").write_text('#!/bin/sh\n[ "$*" = "-q get netpath.globals.enabled" ] && echo 0\n')
+    (bin_dir / "uci").chmod(0o755)
+    env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}", "NETPATH_SOCKET": str(tmp_path / "none.sock"),
+           "NETPATH_PYTHON": NO_PYTHON}
+    done = subprocess.run(["busybox", "sh", str(PLUGIN), "call", "status"], input="{}", capture_output=True,
+                          text=True, timeout=60, env=env)
+    reply = json.loads(done.stdout)
+    assert reply["ok"] is False and reply["agent"] == "not running" and reply["enabled"] is False
+    assert reply["error"].startswith("NetPath is disabled (globals enabled 0): no agent runs")
+
+
+def test_netpath_status_names_a_disabled_config_when_no_agent_runs(tmp_path):
+    (tmp_path / "netpath").write_text("config globals 'globals'\n\toption enabled '0'\n")
+    env = {**os.environ, "UCI_CONFIG_DIR": str(tmp_path)}
+    done = subprocess.run([labagent.NETPATH, "status", "--socket", str(tmp_path / "none.sock")],
+                          capture_output=True, text=True, timeout=60, env=env)
+    assert done.returncode == 1
+    assert done.stderr.startswith(f"netpath status: NetPath is disabled (globals enabled 0) in {tmp_path / 'netpath'}")
