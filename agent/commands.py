@@ -22,6 +22,7 @@ from .nft import Nft, NftError
 from .policy import alive_from_mask, decide
 
 DISABLED = "NetPath is disabled (globals enabled 0)"
+SNAPSHOT_CONNTRACK_AGE = 30.0  # seconds: how old the connection counts of a status snapshot may be
 IFEVENT_ACTIONS = ("ifup", "ifdown", "ifupdate")
 # The arguments each command takes besides "cmd"; anything else is refused, so a request that
 # names something the agent does not do (a reload of another bundle) cannot look accepted.
@@ -39,6 +40,7 @@ class Commands:
         self.agent = agent
         self._reader_nft = None  # a second nft context: listings run in threads, swaps on the loop
         self._reader_lock = asyncio.Lock()
+        self._conntrack = None  # (monotonic time, mask, counts): the last conntrack count
         self.table = {
             "status": self.status, "interfaces": self.interfaces, "policies": self.policies,
             "rules": self.rules, "enable": self.enable, "disable": self.disable, "reload": self.reload,
@@ -88,12 +90,24 @@ class Commands:
         agent = self.agent
         return {"dir": str(agent.bundle_dir), "digest": agent.bundle.digest}
 
-    async def _interface_rows(self) -> list:
+    async def _connections(self, mask: int, max_age: float) -> "dict | None":
+        """Conntrack entries per mark; reading the whole table costs about 1 ms per 1000
+        entries, so the status snapshot (every few seconds) may take a count up to
+        `max_age` seconds old. Requests always count afresh."""
+        now = time.monotonic()
+        cached = self._conntrack
+        if cached is not None and cached[1] == mask and now - cached[0] <= max_age:
+            return cached[2]
+        counts = await asyncio.to_thread(metrics_mod.conntrack_by_mark, mask)
+        self._conntrack = (now, mask, counts)
+        return counts
+
+    async def _interface_rows(self, conntrack_max_age: float = 0.0) -> list:
         agent = self.agent
         model = agent.model
         if not model.enabled:
             return []  # nothing is tracked or routed: no interface has a state of its own
-        connections = await asyncio.to_thread(metrics_mod.conntrack_by_mark, model.mask)
+        connections = await self._connections(model.mask, conntrack_max_age)
         rows = []
         for iface in model.interfaces:
             stats = await asyncio.to_thread(metrics_mod.link_stats, iface.device)
@@ -166,16 +180,21 @@ class Commands:
 
     # -- commands --------------------------------------------------------------------------------
 
-    async def status(self, request: dict) -> dict:
+    async def snapshot(self, cmd: str) -> dict:
+        """The reply to `cmd` (status, interfaces) for the status snapshot files."""
+        handler = {"status": self.status, "interfaces": self.interfaces}[cmd]
+        return {"ok": True, **await handler({"cmd": cmd}, conntrack_max_age=SNAPSHOT_CONNTRACK_AGE)}
+
+    async def status(self, request: dict, conntrack_max_age: float = 0.0) -> dict:
         enabled = self.agent.model.enabled
         return {"version": VERSION, "bundle": self._bundle_info(),
                 "uptime": round(time.time() - self.agent.started, 3), "enabled": enabled,
                 **({} if enabled else {"message": DISABLED}),
-                "interfaces": await self._interface_rows(), "policies": self._policy_rows(),
+                "interfaces": await self._interface_rows(conntrack_max_age), "policies": self._policy_rows(),
                 "kernel": self.agent.kernel.report()}
 
-    async def interfaces(self, request: dict) -> dict:
-        return {"interfaces": await self._interface_rows()}
+    async def interfaces(self, request: dict, conntrack_max_age: float = 0.0) -> dict:
+        return {"interfaces": await self._interface_rows(conntrack_max_age)}
 
     async def policies(self, request: dict) -> dict:
         return {"policies": self._policy_rows()}

@@ -190,7 +190,7 @@ class Agent:
         return self.commands
 
     async def _read(self, cmd: str) -> dict:
-        return await self._commands().dispatch({"cmd": cmd})
+        return await self._commands().snapshot(cmd)
 
     def _changed(self) -> None:
         """What the read commands show has changed (state, admin, bundle): refresh the snapshot."""

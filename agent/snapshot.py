@@ -14,7 +14,8 @@ serves reads from them with a `cat`. For the socket /var/run/netpath.sock:
 Each reply carries "snapshot": the time it was taken. The files are rewritten (temp file,
 rename: a reader sees the old or the new file, never half of one) as soon as something
 changes (a state change, an admin change, a reload) and every INTERVAL seconds for the
-figures (latency, traffic), and removed when the agent stops. /var/run is a tmpfs: no fsync.
+figures (latency, traffic; the connection counts may be up to 30 s old, counting a large
+conntrack table costs more than the rest), and removed when the agent stops. /var/run is a tmpfs: no fsync.
 """
 
 from __future__ import annotations
@@ -57,7 +58,7 @@ class SnapshotWriter:
 
     def __init__(self, socket_path: str, read, history, interval: float = INTERVAL):
         self.files = paths(socket_path)
-        self.read = read  # async (cmd) -> reply dict, the socket's own command table
+        self.read = read  # async (cmd) -> reply dict, from the socket's own command table
         self.history = history  # the agent's deque of state changes
         self.interval = interval
         self.wanted = asyncio.Event()
