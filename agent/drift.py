@@ -26,8 +26,6 @@ comparison is the safety net for lost events.
 
 from __future__ import annotations
 
-import asyncio
-import errno
 import ipaddress
 import json
 import logging
@@ -76,39 +74,22 @@ def concerns(data: bytes, table: str, owned_sets) -> bool:
     return False
 
 
-class NftWatch:
+class NftWatch(links.NetlinkWatch):
     """Calls `on_change()` when nftables reports a change to `table` (its structure, or the
     elements of `owned_sets`), and after its socket had to be reopened (events were lost)."""
 
+    NAME = "nft watch"
+
     def __init__(self, table: str, owned_sets, on_change):
+        super().__init__(1 << (NFNLGRP_NFTABLES - 1), NETLINK_NETFILTER)
         self.table = table
         self.owned_sets = set(owned_sets)
         self.on_change = on_change
-        self.task: "asyncio.Task | None" = None
 
-    def start(self) -> None:
-        self.task = asyncio.create_task(self._run(), name="nft-watch")
-
-    async def stop(self) -> None:
-        if self.task:
-            self.task.cancel()
-            await asyncio.gather(self.task, return_exceptions=True)
-
-    async def _run(self) -> None:
-        first = True
-        while True:
-            try:
-                with links.open_netlink(1 << (NFNLGRP_NFTABLES - 1), NETLINK_NETFILTER) as sock:
-                    if not first:
-                        self.on_change()
-                    first = False
-                    await links.read_forever(sock, self._datagram)
-            except asyncio.CancelledError:
-                raise
-            except OSError as exc:
-                level = logging.INFO if exc.errno == errno.ENOBUFS else logging.WARNING
-                log.log(level, "nft watch: %s; reopening netlink in %g s", exc, links.RESTART_DELAY)
-                await asyncio.sleep(links.RESTART_DELAY)
+    async def _session(self, sock, first: bool) -> None:
+        if not first:
+            self.on_change()
+        await links.read_forever(sock, self._datagram)
 
     def _datagram(self, data: bytes) -> None:
         if concerns(data, self.table, self.owned_sets):

@@ -32,6 +32,7 @@ log = logging.getLogger("netpath.links")
 MAIN_TABLE = 254
 IFF_UP = 0x1
 RESTART_DELAY = 1.0  # seconds before the monitor opens a new socket after an error
+RESTART_MAX = 60.0  # seconds: the longest wait after errors in a row
 
 # linux/rtnetlink.h, linux/if_link.h, linux/netlink.h
 NETLINK_ROUTE = 0
@@ -168,7 +169,53 @@ async def read_forever(sock: socket.socket, handle) -> None:
         loop.remove_reader(sock.fileno())
 
 
-class LinkMonitor:
+class NetlinkWatch:
+    """A task that reads one netlink socket (multicast `groups` of `protocol`) until stopped.
+    After an error the socket is opened again after RESTART_DELAY; `_session(sock, first)`
+    is told whether events may have been lost before it (first False)."""
+
+    NAME = "netlink watch"
+
+    def __init__(self, groups: int, netlink: int = NETLINK_ROUTE):
+        self.groups = groups
+        self.netlink = netlink
+        self.task: "asyncio.Task | None" = None
+
+    def start(self) -> None:
+        self.task = asyncio.create_task(self._run(), name=self.NAME)
+
+    async def stop(self) -> None:
+        if self.task:
+            self.task.cancel()
+            await asyncio.gather(self.task, return_exceptions=True)
+
+    async def _run(self) -> None:
+        first, delay = True, RESTART_DELAY / 2
+        loop = asyncio.get_running_loop()
+        while True:
+            opened = loop.time()
+            try:
+                with open_netlink(self.groups, self.netlink) as sock:
+                    await self._session(sock, first)
+            except asyncio.CancelledError:
+                raise
+            except OSError as exc:
+                # ENOBUFS: a burst overran the socket and events were lost; start over. An
+                # error that comes back at once (no such protocol) waits longer each time.
+                if exc.errno == errno.ENOBUFS or loop.time() - opened > RESTART_MAX:
+                    delay = RESTART_DELAY
+                else:
+                    delay = min(2 * delay, RESTART_MAX)
+                level = logging.INFO if exc.errno == errno.ENOBUFS else logging.WARNING
+                log.log(level, "%s: %s; reopening netlink in %g s", self.NAME, exc, delay)
+                await asyncio.sleep(delay)
+            first = False
+
+    async def _session(self, sock: socket.socket, first: bool) -> None:
+        raise NotImplementedError
+
+
+class LinkMonitor(NetlinkWatch):
     """Calls `on_link(device, up, gone)` when a watched device's link state changes and
     `on_address(device)` when its addresses or main-table routes change, and `on_routing()`
     when an ip rule of route protocol `protocol` or a route of one of `tables` changes. After
@@ -176,6 +223,7 @@ class LinkMonitor:
 
     def __init__(self, devices, on_link, on_address, on_resync, on_routing=None, tables=(),
                  protocol: "int | None" = None):
+        super().__init__(GROUPS)
         self.devices = set(devices)
         self.on_link = on_link
         self.on_address = on_address
@@ -185,7 +233,6 @@ class LinkMonitor:
         self.protocol = protocol
         self.names: dict = {}  # ifindex -> device name
         self.state: dict = {}  # device -> last reported link state (True up, False down)
-        self.task: "asyncio.Task | None" = None
         self.ready = asyncio.Event()
 
     def watch(self, devices, tables=None, protocol: "int | None" = None) -> None:
@@ -195,34 +242,16 @@ class LinkMonitor:
         if protocol is not None:
             self.protocol = protocol
 
-    def start(self) -> None:
-        self.task = asyncio.create_task(self._run(), name="link-monitor")
+    NAME = "link monitor"
 
-    async def stop(self) -> None:
-        if self.task:
-            self.task.cancel()
-            await asyncio.gather(self.task, return_exceptions=True)
-
-    async def _run(self) -> None:
-        first = True
-        while True:
-            try:
-                with open_netlink(GROUPS) as sock:
-                    # Subscribed first, dumped second: no change falls between the two.
-                    for msg in await dump_links():
-                        self._link(msg, report=not first)
-                    if not first:
-                        self.on_resync()
-                    first = False
-                    self.ready.set()
-                    await self._read(sock)
-            except asyncio.CancelledError:
-                raise
-            except OSError as exc:
-                # ENOBUFS: a burst overran the socket and events were lost; start over with a dump
-                level = logging.INFO if exc.errno == errno.ENOBUFS else logging.WARNING
-                log.log(level, "link monitor: %s; reopening netlink in %g s", exc, RESTART_DELAY)
-                await asyncio.sleep(RESTART_DELAY)
+    async def _session(self, sock: socket.socket, first: bool) -> None:
+        # Subscribed first, dumped second: no change falls between the two.
+        for msg in await dump_links():
+            self._link(msg, report=not first)
+        if not first:
+            self.on_resync()
+        self.ready.set()
+        await self._read(sock)
 
     async def _read(self, sock: socket.socket) -> None:
         def handle(data: bytes) -> None:

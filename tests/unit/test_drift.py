@@ -3,7 +3,15 @@ agent's own sets, and the record `status` reports."""
 
 from __future__ import annotations
 
+import json
+import os
+import shutil
 import struct
+import subprocess
+import sys
+import textwrap
+
+import pytest
 
 from netpath.agent import drift, metrics
 from netpath.agent.client import kernel_line
@@ -106,3 +114,47 @@ def test_rule_events_carry_their_protocol():
                 {"event": "RTM_NEWRULE"}):
         monitor._dispatch(msg)
     assert seen == ["routing", "routing", "routing"]  # ours, our table's route, one without a protocol
+
+
+WATCH = textwrap.dedent("""
+    import asyncio, json, subprocess
+    from netpath.agent.drift import NftWatch
+
+    async def main():
+        events = []
+        watch = NftWatch("netpath", {"bypass_v4"}, lambda: events.append(1))
+        watch.start()
+        await asyncio.sleep(0.2)
+        steps = ["add table inet netpath", "add chain inet netpath c", "add rule inet netpath c counter",
+                 "add set inet netpath bypass_v4 { type ipv4_addr; }", "add set inet netpath other_v4 { type ipv4_addr; }",
+                 "add element inet netpath other_v4 { 192.0.2.1 }", "add element inet netpath bypass_v4 { 192.0.2.1 }",
+                 "add table inet fw4", "add chain inet fw4 c", "list table inet netpath",
+                 "flush ruleset"]
+        seen = {}
+        for step in steps:
+            before = len(events)
+            subprocess.run(["nft", step], check=True, capture_output=True)
+            await asyncio.sleep(0.1)
+            seen[step] = len(events) > before
+        await watch.stop()
+        print(json.dumps(seen))
+
+    asyncio.run(main())
+""")
+
+
+@pytest.mark.lab
+def test_nft_watch_hears_changes_of_netpaths_table_only():
+    if os.geteuid() != 0 or not shutil.which("unshare") or not shutil.which("nft"):
+        pytest.skip("needs root, unshare and nft")
+    proc = subprocess.run(["unshare", "-n", sys.executable, "-c", WATCH], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    seen = json.loads(proc.stdout)
+    assert seen == {"add table inet netpath": True, "add chain inet netpath c": True,
+                    "add rule inet netpath c counter": True,
+                    "add set inet netpath bypass_v4 { type ipv4_addr; }": True,
+                    "add set inet netpath other_v4 { type ipv4_addr; }": True,
+                    "add element inet netpath other_v4 { 192.0.2.1 }": False,  # others fill it (dnsmasq)
+                    "add element inet netpath bypass_v4 { 192.0.2.1 }": True,  # the agent's own
+                    "add table inet fw4": False, "add chain inet fw4 c": False,
+                    "list table inet netpath": False, "flush ruleset": True}
