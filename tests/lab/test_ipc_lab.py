@@ -549,8 +549,11 @@ def test_shell_commands_print_tables_and_json(lab2, agents, tmp_path):
         assert reply["ok"] is True, command
     assert json.loads(ok(netpath(lab2, sock, "history", "--json", "--limit", "1")))["history"][0]["to"] == "online"
     assert json.loads(ok(netpath(lab2, sock, "interfaces", "--json")))["interfaces"][0]["name"] == "wan1"
+    # an argument error is the command's own (exit 2), before the agent is asked
     refused = netpath(lab2, sock, "history", "--json", "--limit", "0")
-    assert refused.returncode == 1 and json.loads(refused.stdout)["ok"] is False
+    assert (refused.returncode, refused.stdout) == (2, "")
+    assert refused.stderr == "netpath history: error: --limit must be at least 1\n"
+    assert ask(sock, {"cmd": "history", "limit": 0})["ok"] is False  # the agent refuses it too
 
 
 def test_shell_commands_without_an_agent(lab2, tmp_path):
