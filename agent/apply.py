@@ -298,11 +298,12 @@ def masks_for(model: Model, alive_interfaces: set) -> dict:
     return out
 
 
-_OBJECT_RE = re.compile(r"^\t(chain|set|map) (\S+) \{", re.M)
+_OBJECT_RE = re.compile(r"^\t(chain|set|map|counter) (\S+) \{", re.M)
 
 
 def transaction(b: bundle_mod.Bundle, masks: dict, links: dict, live: dict) -> str:
-    """One nft transaction: replace every chain, keep set contents, swap in the variants."""
+    """One nft transaction: replace every chain, keep set contents and rule counters, swap in
+    the variants."""
     model = b.model
     table = f"inet {model.table}"
     ruleset = b.text(b.manifest["ruleset"])
@@ -311,7 +312,7 @@ def transaction(b: bundle_mod.Bundle, masks: dict, links: dict, live: dict) -> s
         wanted = {(kind if kind != "map" else "set", name) for kind, name in _OBJECT_RE.findall(ruleset)}
         parts.append(f"flush table {table}")
         for obj in live.get("nftables", []):
-            for kind in ("chain", "set", "map"):
+            for kind in ("chain", "set", "map", "counter"):
                 if kind in obj and obj[kind].get("table") == model.table:
                     name = obj[kind]["name"]
                     if ("set" if kind == "map" else kind, name) not in wanted:

@@ -141,11 +141,13 @@ class Commands:
     @staticmethod
     def _target(target: str, tracker) -> dict:
         result = tracker.results.get(target)
+        window = {**tracker.target_figures(target), "answering": tracker.answering(target)}
         if result is None:
-            return {"target": target, "ok": None, "sent": 0, "received": 0, "latency_ms": None, "error": None}
+            return {"target": target, "ok": None, "sent": 0, "received": 0, "latency_ms": None, "error": None,
+                    **window}
         latency = result.latency_ms
         return {"target": target, "ok": result.ok, "sent": result.sent, "received": result.received,
-                "latency_ms": None if latency is None else round(latency, 3), "error": result.error}
+                "latency_ms": None if latency is None else round(latency, 3), "error": result.error, **window}
 
     def _policy_rows(self) -> list:
         agent = self.agent
@@ -247,21 +249,63 @@ class Commands:
         fmt = request.get("format", "json")
         if fmt not in ("json", "prometheus"):
             raise BadRequest(f'"format" must be "json" or "prometheus", got {fmt!r}')
+        agent = self.agent
         rows = await self._interface_rows()
         data = {
-            "interfaces": {row["name"]: {
-                "up": 1 if row["usable"] else 0,
-                "latency_ms": row["latency"]["avg"], "loss_pct": row["loss_pct"], "score": row["score"],
-                "tx_bytes": row["tx_bytes"], "rx_bytes": row["rx_bytes"], "connections": row["connections"],
-                "state_changes": self._state_changes(row["name"])} for row in rows},
+            "version": VERSION, "bundle": agent.bundle.digest[:12],
+            "interfaces": {row["name"]: self._interface_figures(row) for row in rows},
+            "policies": {row["name"]: self._policy_figures(row, policy)
+                         for row, policy in zip(self._policy_rows(), agent.model.policies)},
             "rules": await self._rule_counters(),
-            "swaps": self.agent.swaps,
-            "swap_seconds_last": self.agent.swap_seconds_last,
-            "kernel_repairs": dict(self.agent.kernel.repairs),
+            "swaps": agent.swaps,
+            "swap_seconds_last": agent.swap_seconds_last,
+            "swap_seconds": agent.swap_seconds.snapshot(),
+            "swap_failures": agent.swap_failures,
+            "reloads": agent.reloads,
+            "reload_failures": agent.reload_failures,
+            "process": await asyncio.to_thread(metrics_mod.process_figures),
+            "kernel_repairs": dict(agent.kernel.repairs),
         }
         if fmt == "prometheus":
             return {"text": metrics_mod.prometheus_text(data)}
         return {"metrics": data}
+
+    def _interface_figures(self, row: dict) -> dict:
+        """One interface of the metrics reply. While nothing answers (no reply in the last
+        `down` rounds), there is no latency to report: the window's earlier replies would
+        pretend one."""
+        answering = any(t["answering"] for t in row["targets"])
+        latency = row["latency"] if answering else dict.fromkeys(row["latency"])
+        return {
+            "up": 1 if row["usable"] else 0, "state": row["state"],
+            "link_up": {"up": 1, "down": 0}.get(row["link"]),
+            "enabled": 1 if row["enabled"] and row["admin"] == "enabled" else 0,
+            "device": row["device"], "family": row["family"],
+            "logical": self.agent.model.interface(row["name"]).logical,
+            "latency_ms": latency["avg"], "latency_min_ms": latency["min"], "latency_max_ms": latency["max"],
+            "jitter_ms": latency["jitter"], "loss_pct": row["loss_pct"], "score": row["score"],
+            "tx_bytes": row["tx_bytes"], "rx_bytes": row["rx_bytes"], "connections": row["connections"],
+            "state_changes": self._state_changes(row["name"]), "last_change": row["since"],
+            "targets": {t["target"]: self._target_figures(t) for t in row["targets"]},
+        }
+
+    @staticmethod
+    def _policy_figures(row: dict, policy) -> dict:
+        """Share ratios of every member interface (0 for those left out now) and whether the
+        last resort decides, for each family the policy has members of."""
+        shares, last_resort = {}, {}
+        for member in policy.policy_members():
+            spread = row["spread"][member.family]
+            shares.setdefault(member.family, {})[member.interface] = round(spread.get(member.interface, 0) / 100, 4)
+            last_resort[member.family] = row["last_resort_active"][member.family]
+        return {"shares": shares, "last_resort": last_resort}
+
+    @staticmethod
+    def _target_figures(target: dict) -> dict:
+        latency = target["latency"] if target["answering"] else dict.fromkeys(target["latency"])
+        return {"up": None if target["ok"] is None else 1 if target["ok"] else 0,
+                "latency_ms": latency["avg"], "latency_min_ms": latency["min"], "latency_max_ms": latency["max"],
+                "jitter_ms": latency["jitter"], "loss_pct": target["loss_pct"]}
 
     def _state_changes(self, name: str) -> int:
         tracker = self.agent.trackers.get(name)

@@ -34,6 +34,7 @@ from . import bundle as bundle_mod
 from . import conntrack, drift, health as hl, probes, swap
 from .hooks import DEFAULT_DIRECTORY as DEFAULT_HOOKS, Hooks
 from .links import LinkMonitor
+from .metrics import Histogram
 from .nft import Nft, NftError
 from .track import Tracker, is_tracked, settings_of
 
@@ -96,6 +97,10 @@ class Agent:
         self.history: deque = deque(maxlen=HISTORY_LENGTH)
         self.swaps = 0
         self.swap_seconds_last: "float | None" = None
+        self.swap_seconds = Histogram()
+        self.swap_failures = 0
+        self.reloads = 0
+        self.reload_failures = 0
         self.started = time.time()
         self.kernel_lock = asyncio.Lock()
         self.reload_lock = asyncio.Lock()
@@ -372,6 +377,7 @@ class Agent:
             try:
                 seconds = await swap.load(self.nft, text)
             except NftError as exc:
+                self.swap_failures += 1
                 # An object the transaction names may be gone (someone flushed the ruleset):
                 # the same transaction would fail again; the whole bundle puts it all back.
                 log.error("the kernel refused the state transaction (%s); loading the whole bundle", exc)
@@ -384,6 +390,7 @@ class Agent:
             self._changed()
             self.swaps += 1
             self.swap_seconds_last = seconds
+            self.swap_seconds.observe(seconds)
             await self._remember_nft()
             log.info("state swap: %s in %.2f ms", ", ".join(f"{p}={wanted[p] or '-'}" for p in changed),
                      seconds * 1000)
@@ -668,7 +675,7 @@ class Agent:
         The reload runs to its end even when the caller stops waiting (a request's time
         limit, a client cancelled at shutdown): stopped halfway, the kernel could hold the
         new bundle while the agent still tracks and swaps the old one."""
-        task = asyncio.ensure_future(self._reload())
+        task = asyncio.ensure_future(self._reload_counted())
         self._reloads.add(task)
         task.add_done_callback(self._reloads.discard)
         try:
@@ -676,6 +683,15 @@ class Agent:
         except asyncio.CancelledError:
             task.add_done_callback(_log_failure)  # nobody is left to hear how it ended
             raise
+
+    async def _reload_counted(self) -> bool:
+        try:
+            changed = await self._reload()
+        except BaseException:
+            self.reload_failures += 1
+            raise
+        self.reloads += 1
+        return changed
 
     async def _reload(self) -> bool:
         async with self.reload_lock:

@@ -116,6 +116,8 @@ def structure(listing: dict, table: str) -> dict:
         if obj.get("table") != table:
             continue
         clean = {k: v for k, v in obj.items() if k not in ("handle", "elem")}
+        if kind == "counter":  # `-s` leaves a named counter's values in: they are state, not structure
+            clean = {k: v for k, v in clean.items() if k not in ("packets", "bytes")}
         if kind == "rule":
             chain = objects.setdefault(("chain", obj.get("chain")), {"rules": []})
             chain.setdefault("rules", []).append(json.dumps(clean, sort_keys=True))

@@ -19,12 +19,11 @@ import subprocess
 from pathlib import Path
 
 from .drift import OBJECTS
+from .names import RULE_COUNTER_PREFIX
 
 SYSFS_NET = Path("/sys/class/net")
 PROC_CONNTRACK = Path("/proc/net/nf_conntrack")
 CONNTRACK_TIMEOUT = 10.0
-RULE_COMMENT_PREFIX = "rule "  # the compiler tags each user rule `comment "rule <name>"`
-RULES_CHAIN = "rules"
 
 LINK_COUNTERS = ("tx_bytes", "rx_bytes", "tx_packets", "rx_packets")
 
@@ -90,44 +89,120 @@ def conntrack_by_mark(mask: int, proc_path: Path = PROC_CONNTRACK) -> dict | Non
 
 
 def rule_counters(nft, table: str) -> dict:
-    """{rule name: {"packets", "bytes"}} from the counters of chain `rules` in `inet <table>`.
+    """{rule name: {"packets", "bytes"}} from the rules' named counters in `inet <table>`.
 
-    A rule that matches both families has two nft rules with the same comment; their
-    counters add up. `nft` is an agent.nft.Nft (None: make one). {} when the table is absent."""
+    The counter is hit by the first packet of each flow the rule decides (later packets
+    carry the flow's mark and skip the rules): "packets" are new flows. A rule that matches
+    both families counts both in its one counter. `nft` is an agent.nft.Nft (None: make
+    one). {} when the table is absent."""
     if nft is None:
         from .nft import Nft
 
         nft = Nft()
-    listing = nft.list_json(f"chain inet {table} {RULES_CHAIN}")
     counters: dict = {}
-    for item in listing.get("nftables", ()):
-        rule = item.get("rule") if isinstance(item, dict) else None
-        if not rule or rule.get("chain") != RULES_CHAIN:
+    for item in nft.list_json(f"counters table inet {table}").get("nftables", ()):
+        counter = item.get("counter") if isinstance(item, dict) else None
+        if not isinstance(counter, dict) or not str(counter.get("name", "")).startswith(RULE_COUNTER_PREFIX):
             continue
-        comment = rule.get("comment", "")
-        if not comment.startswith(RULE_COMMENT_PREFIX):
-            continue
-        counter = next((e["counter"] for e in rule.get("expr", ())
-                        if isinstance(e, dict) and "counter" in e), None)
-        if not isinstance(counter, dict):
-            continue  # e.g. the `log` line that precedes a logging rule
-        name = comment[len(RULE_COMMENT_PREFIX):]
-        total = counters.setdefault(name, {"packets": 0, "bytes": 0})
-        total["packets"] += int(counter.get("packets", 0))
-        total["bytes"] += int(counter.get("bytes", 0))
+        counters[counter["name"][len(RULE_COUNTER_PREFIX):]] = {
+            "packets": int(counter.get("packets", 0)), "bytes": int(counter.get("bytes", 0))}
     return counters
+
+
+# --- the agent's own figures -------------------------------------------------------------
+
+# Seconds: a state swap takes about a millisecond; 1 s means the kernel was struggling.
+SWAP_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0)
+
+
+class Histogram:
+    """Counts of observations per upper bound (cumulative at export), their sum and count:
+    a few integers, whatever the number of observations."""
+
+    __slots__ = ("bounds", "counts", "sum", "count")
+
+    def __init__(self, bounds=SWAP_BUCKETS):
+        self.bounds = tuple(bounds)
+        self.counts = [0] * len(self.bounds)
+        self.sum = 0.0
+        self.count = 0
+
+    def observe(self, value: float) -> None:
+        for i, bound in enumerate(self.bounds):
+            if value <= bound:
+                self.counts[i] += 1
+                break
+        self.sum += value
+        self.count += 1
+
+    def snapshot(self) -> dict:
+        """{"buckets": [[upper bound, cumulative count], ...], "sum", "count"} (+Inf is count)."""
+        cumulative, running = [], 0
+        for bound, n in zip(self.bounds, self.counts):
+            running += n
+            cumulative.append([bound, running])
+        return {"buckets": cumulative, "sum": self.sum, "count": self.count}
+
+
+PROC_SELF = Path("/proc/self")
+
+
+def process_figures(proc: Path = PROC_SELF) -> dict:
+    """The process's start time (unix s), CPU seconds, resident and virtual memory (bytes) and
+    file descriptors, from /proc; a figure the system does not expose is None."""
+    import os
+    import resource
+
+    figures = dict.fromkeys(("start_time", "cpu_seconds", "resident_bytes", "virtual_bytes",
+                             "open_fds", "max_fds"))
+    ticks = os.sysconf("SC_CLK_TCK")
+    page = os.sysconf("SC_PAGE_SIZE")
+    try:
+        # Fields after the command name, which is in parentheses and may hold spaces.
+        stat = (proc / "stat").read_text().rpartition(")")[2].split()
+        figures["cpu_seconds"] = (int(stat[11]) + int(stat[12])) / ticks  # utime + stime
+        figures["virtual_bytes"] = int(stat[20])
+        figures["resident_bytes"] = int(stat[21]) * page
+        boot = next(int(line.split()[1]) for line in Path("/proc/stat").read_text().splitlines()
+                    if line.startswith("btime "))
+        figures["start_time"] = boot + int(stat[19]) / ticks
+    except (OSError, ValueError, IndexError, StopIteration):
+        pass
+    try:
+        figures["open_fds"] = len(os.listdir(proc / "fd"))
+    except OSError:
+        pass
+    soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    figures["max_fds"] = None if soft == resource.RLIM_INFINITY else soft
+    return figures
 
 
 # --- Prometheus text exposition format (version 0.0.4) -----------------------------------
 
 PROMETHEUS_CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+STATES = ("online", "disconnecting", "connecting", "offline", "disabled")
 
-# metric name, type, help, key in the reply, scale to base units (seconds, ratio)
+# metric name, type, help, key in an interface's figures, scale to base units (seconds, ratio)
 _INTERFACE_METRICS = (
     ("netpath_interface_up", "gauge", "1 when the interface carries traffic (online or disconnecting).",
      "up", 1),
-    ("netpath_interface_latency_seconds", "gauge", "Average probe round-trip time over the tracking window.",
+    ("netpath_interface_link_up", "gauge", "1 when the interface's device exists and has carrier.",
+     "link_up", 1),
+    ("netpath_interface_enabled", "gauge",
+     "1 when the interface is enabled, in the config and at run time (netpath enable/disable).",
+     "enabled", 1),
+    ("netpath_interface_last_change_timestamp_seconds", "gauge",
+     "Unix time of the interface's last state change (the agent's start when none since).",
+     "last_change", 1),
+    ("netpath_interface_latency_seconds", "gauge",
+     "Average probe round-trip time over the tracking window; absent while no target answers.",
      "latency_ms", 0.001),
+    ("netpath_interface_latency_min_seconds", "gauge", "Shortest probe round-trip time over the window.",
+     "latency_min_ms", 0.001),
+    ("netpath_interface_latency_max_seconds", "gauge", "Longest probe round-trip time over the window.",
+     "latency_max_ms", 0.001),
+    ("netpath_interface_jitter_seconds", "gauge",
+     "Mean difference between consecutive probe round-trip times over the window.", "jitter_ms", 0.001),
     ("netpath_interface_loss_ratio", "gauge", "Share of probes lost over the tracking window (0..1).",
      "loss_pct", 0.01),
     ("netpath_interface_score", "gauge", "Health score (0 .. down+up, mwan3 semantics).",
@@ -136,19 +211,50 @@ _INTERFACE_METRICS = (
      "tx_bytes", 1),
     ("netpath_interface_receive_bytes_total", "counter", "Bytes received on the interface's device.",
      "rx_bytes", 1),
-    ("netpath_interface_connections", "gauge", "Conntrack entries carrying the interface's mark.",
+    ("netpath_interface_connections", "gauge",
+     "Conntrack entries carrying the interface's mark (the agent's own probes not counted).",
      "connections", 1),
     ("netpath_interface_state_changes_total", "counter", "State changes since the agent started.",
      "state_changes", 1),
 )
-_RULE_METRICS = (
-    ("netpath_rule_packets_total", "counter", "Packets that matched the rule (new flows).", "packets"),
-    ("netpath_rule_bytes_total", "counter", "Bytes of the packets that matched the rule.", "bytes"),
+# the same for each probe target of an interface
+_TARGET_METRICS = (
+    ("netpath_target_up", "gauge", "1 when the target answered in the interface's last probe round.",
+     "up", 1),
+    ("netpath_target_latency_seconds", "gauge",
+     "Average round-trip time to the target over the window; absent while it does not answer.",
+     "latency_ms", 0.001),
+    ("netpath_target_latency_min_seconds", "gauge", "Shortest round-trip time to the target over the window.",
+     "latency_min_ms", 0.001),
+    ("netpath_target_latency_max_seconds", "gauge", "Longest round-trip time to the target over the window.",
+     "latency_max_ms", 0.001),
+    ("netpath_target_jitter_seconds", "gauge",
+     "Mean difference between consecutive round-trip times to the target over the window.",
+     "jitter_ms", 0.001),
+    ("netpath_target_loss_ratio", "gauge", "Share of the probes to the target lost over the window (0..1).",
+     "loss_pct", 0.01),
 )
 _GLOBAL_METRICS = (
     ("netpath_state_swaps_total", "counter", "State variant swaps loaded into nft.", "swaps", 1),
-    ("netpath_state_swap_duration_seconds", "gauge", "Duration of the last state variant swap.",
+    ("netpath_state_swap_failures_total", "counter",
+     "State transactions the kernel refused (the whole bundle is loaded instead, else retried in 5 s).",
+     "swap_failures", 1),
+    ("netpath_state_swap_last_duration_seconds", "gauge", "Duration of the last state variant swap.",
      "swap_seconds_last", 1),
+    ("netpath_reloads_total", "counter", "Bundle reloads that completed (SIGHUP or netpath reload).",
+     "reloads", 1),
+    ("netpath_reload_failures_total", "counter", "Bundle reloads refused or failed (the old bundle stayed).",
+     "reload_failures", 1),
+)
+_PROCESS_METRICS = (
+    ("process_start_time_seconds", "gauge", "Start time of the process since unix epoch in seconds.",
+     "start_time"),
+    ("process_cpu_seconds_total", "counter", "Total user and system CPU time spent in seconds.",
+     "cpu_seconds"),
+    ("process_resident_memory_bytes", "gauge", "Resident memory size in bytes.", "resident_bytes"),
+    ("process_virtual_memory_bytes", "gauge", "Virtual memory size in bytes.", "virtual_bytes"),
+    ("process_open_fds", "gauge", "Number of open file descriptors.", "open_fds"),
+    ("process_max_fds", "gauge", "Maximum number of open file descriptors.", "max_fds"),
 )
 
 
@@ -180,35 +286,82 @@ def _family(lines: list, name: str, kind: str, help_text: str, samples: list) ->
         lines.append(f"{name}{{{label_text}}} {value}" if label_text else f"{name} {value}")
 
 
+def _scaled_samples(rows: list, key: str, scale) -> list:
+    """[(labels, text)] for the rows [(labels, figures)] whose `key` is known."""
+    samples = []
+    for labels, figures in rows:
+        value = _number(figures.get(key), scale)
+        if value is not None:
+            samples.append((labels, value))
+    return samples
+
+
+def _histogram(lines: list, name: str, help_text: str, snapshot: "dict | None") -> None:
+    lines.append(f"# HELP {name} {help_text}")
+    lines.append(f"# TYPE {name} histogram")
+    if not snapshot:
+        return
+    for bound, count in snapshot["buckets"]:
+        lines.append(f'{name}_bucket{{le="{_number(float(bound))}"}} {count}')
+    lines.append(f'{name}_bucket{{le="+Inf"}} {snapshot["count"]}')
+    lines.append(f"{name}_sum {_number(float(snapshot['sum']))}")
+    lines.append(f"{name}_count {snapshot['count']}")
+
+
 def prometheus_text(metrics: dict) -> str:
     """The `metrics` reply data as Prometheus text. Unknown values (null) are left out,
     as the format intends, rather than exported as zero."""
     lines: list = []
     interfaces = metrics.get("interfaces") or {}
+    names = sorted(interfaces)
+    if "version" in metrics:
+        _family(lines, "netpath_build_info", "gauge", "The agent's version and the running bundle's sha256 "
+                "(first 12 digits); always 1.",
+                [((("version", metrics["version"]), ("bundle", metrics.get("bundle") or "")), "1")])
+    _family(lines, "netpath_interface_info", "gauge",
+            "1 for each interface: its device (for joins with node_exporter's node_network_*{device}), "
+            "family and OpenWrt logical name.",
+            [((("interface", n), ("device", interfaces[n].get("device") or ""),
+               ("family", interfaces[n].get("family") or ""), ("logical", interfaces[n].get("logical") or "")), "1")
+             for n in names if "device" in interfaces[n]])
+    _family(lines, "netpath_interface_state", "gauge",
+            f"1 for the interface's current state, 0 for the others ({', '.join(STATES)}).",
+            [((("interface", n), ("state", state)), "1" if interfaces[n].get("state") == state else "0")
+             for n in names if "state" in interfaces[n] for state in STATES])
+    rows = [((("interface", n),), interfaces[n]) for n in names]
     for name, kind, help_text, key, scale in _INTERFACE_METRICS:
-        samples = []
-        for iface in sorted(interfaces):
-            value = _number(interfaces[iface].get(key), scale)
-            if value is not None:
-                samples.append(((("interface", iface),), value))
-        _family(lines, name, kind, help_text, samples)
+        _family(lines, name, kind, help_text, _scaled_samples(rows, key, scale))
+    targets = [((("interface", n), ("target", t)), figures)
+               for n in names for t, figures in sorted((interfaces[n].get("targets") or {}).items())]
+    for name, kind, help_text, key, scale in _TARGET_METRICS:
+        _family(lines, name, kind, help_text, _scaled_samples(targets, key, scale))
+    policies = metrics.get("policies") or {}
+    shares = [((("policy", p), ("family", family), ("interface", iface)), _number(share))
+              for p in sorted(policies) for family, spread in sorted(policies[p].get("shares", {}).items())
+              for iface, share in sorted(spread.items())]
+    _family(lines, "netpath_policy_share_ratio", "gauge",
+            "Share of the policy's new flows each member interface gets now (0..1).", shares)
+    _family(lines, "netpath_policy_last_resort", "gauge",
+            "1 while no member of the policy is alive for the family and its last_resort decides.",
+            [((("policy", p), ("family", family)), "1" if active else "0")
+             for p in sorted(policies) for family, active in sorted(policies[p].get("last_resort", {}).items())])
     rules = metrics.get("rules") or {}
-    for name, kind, help_text, key in _RULE_METRICS:
-        samples = []
-        for rule in sorted(rules):
-            value = _number(rules[rule].get(key))
-            if value is not None:
-                samples.append(((("rule", rule),), value))
-        _family(lines, name, kind, help_text, samples)
+    _family(lines, "netpath_rule_new_flows_total", "counter",
+            "New flows the rule decided (its counter sees the first packet of each flow only).",
+            _scaled_samples([((("rule", r),), rules[r]) for r in sorted(rules)], "packets", 1))
     for name, kind, help_text, key, scale in _GLOBAL_METRICS:
-        value = _number(metrics.get(key), scale)
-        _family(lines, name, kind, help_text, [((), value)] if value is not None else [])
+        _family(lines, name, kind, help_text, _scaled_samples([((), metrics)], key, scale))
     if "kernel_repairs" in metrics:
         repairs = metrics["kernel_repairs"] or {}
         _family(lines, "netpath_kernel_repairs_total", "counter",
                 "Repairs of NetPath's kernel state changed by another program, by kind of object.",
                 [((("object", obj),), str(int(repairs.get(obj, 0))))
                  for obj in (*OBJECTS, *sorted(set(repairs) - set(OBJECTS)))])
+    _histogram(lines, "netpath_state_swap_duration_seconds", "Duration of the state variant swaps.",
+               metrics.get("swap_seconds"))
+    process = metrics.get("process") or {}
+    for name, kind, help_text, key in _PROCESS_METRICS:
+        _family(lines, name, kind, help_text, _scaled_samples([((), process)], key, 1))
     return "\n".join(lines) + "\n"
 
 

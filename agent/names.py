@@ -42,6 +42,9 @@ NFT_KEYWORDS = frozenset((
 ))
 # Routing tables the kernel keeps for itself: unspec, default, main, local.
 RESERVED_TABLES = {0: "unspec", 253: "default", 254: "main", 255: "local"}
+# Each user rule counts its new flows in a named nft counter: the object outlives a reload
+# (a ruleset load flushes rules, not counters), so the figure never drops back to 0.
+RULE_COUNTER_PREFIX = "rule_"
 
 NAME_SHAPE = "name (1-32 characters: letters, digits, underscore)"
 TABLE_SHAPE = "nft table name (a letter, then up to 31 letters, digits or '_')"

@@ -193,18 +193,34 @@ class Tracker:
 
     def figures(self) -> dict:
         """Latency (ms) and loss (%) over the sliding window of rounds."""
-        sent = received = 0
-        latencies = []
-        for results in self.window:
-            for r in results:
-                sent += r.sent
-                received += r.received
-                latencies.extend(r.latencies_ms)
-        latency = {"avg": None, "min": None, "max": None, "jitter": None}
-        if latencies:
-            latency = {"avg": round(sum(latencies) / len(latencies), 3), "min": min(latencies),
-                       "max": max(latencies),
-                       "jitter": round(sum(abs(a - b) for a, b in zip(latencies, latencies[1:]))
-                                       / max(1, len(latencies) - 1), 3)}
-        loss = round(100.0 * (sent - received) / sent, 1) if sent else None
-        return {"latency": latency, "loss_pct": loss}
+        return window_figures(r for results in self.window for r in results)
+
+    def answering(self, target: "str | None" = None) -> bool:
+        """Whether `target` (None: any target) answered in the last `down` rounds, as many
+        failed rounds as take the interface out: until then its window latency still means
+        something; after, it would pretend a value while nothing answers."""
+        recent = list(self.window)[-max(1, self.settings.down):]
+        return any(r.received for results in recent for r in results if target is None or r.target == target)
+
+    def target_figures(self, target: str) -> dict:
+        """The same figures for one target."""
+        return window_figures(r for results in self.window for r in results if r.target == target)
+
+
+def window_figures(results) -> dict:
+    """{"latency": {"avg", "min", "max", "jitter"} (ms, None without a reply), "loss_pct"
+    (None without a probe)} over probes.ProbeResult values."""
+    sent = received = 0
+    latencies = []
+    for r in results:
+        sent += r.sent
+        received += r.received
+        latencies.extend(r.latencies_ms)
+    latency = {"avg": None, "min": None, "max": None, "jitter": None}
+    if latencies:
+        latency = {"avg": round(sum(latencies) / len(latencies), 3), "min": min(latencies),
+                   "max": max(latencies),
+                   "jitter": round(sum(abs(a - b) for a, b in zip(latencies, latencies[1:]))
+                                   / max(1, len(latencies) - 1), 3)}
+    loss = round(100.0 * (sent - received) / sent, 1) if sent else None
+    return {"latency": latency, "loss_pct": loss}

@@ -10,6 +10,7 @@ from __future__ import annotations
 import re
 
 from netpath.agent.model import Model, Rule
+from netpath.agent.names import RULE_COUNTER_PREFIX
 from netpath.agent.policy import Decision
 
 L3 = {"ipv4": "ip", "ipv6": "ip6"}
@@ -117,6 +118,11 @@ def rule_matches(rule: Rule, family: str) -> str:
     return " ".join(parts)
 
 
+def rule_counter(rule: Rule) -> str:
+    """The named counter of a rule's new flows (both families add to it)."""
+    return f"{RULE_COUNTER_PREFIX}{rule.name}"
+
+
 def rule_target(rule: Rule) -> str:
     if rule.target_kind == "special":
         return mark_chain(rule.target)
@@ -173,6 +179,7 @@ FILTERS = {
     "stick_chain": stick_chain,
     "user_set": user_set,
     "rule_matches": rule_matches,
+    "rule_counter": rule_counter,
     "rule_target": rule_target,
     "decision_verdict": decision_verdict,
     "decision_comment": decision_comment,

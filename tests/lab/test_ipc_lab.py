@@ -216,8 +216,7 @@ def test_seed_form_and_every_command_over_the_raw_socket(lab2, agents, tmp_path)
         assert [t["target"] for t in row["targets"]] == [netlab.HTTP4]
     assert ask(sock, {"cmd": "policies"})["policies"][0]["members"][0]["weight"] == WEIGHTS[1]
     assert [r["name"] for r in ask(sock, {"cmd": "rules"})["rules"]] == ["everything"]
-    assert set(ask(sock, {"cmd": "metrics"})["metrics"]) == {"interfaces", "rules", "swaps", "swap_seconds_last",
-                                                             "kernel_repairs"}
+    assert set(ask(sock, {"cmd": "metrics"})["metrics"]) == METRICS_KEYS
     assert ask(sock, {"cmd": "metrics", "format": "prometheus"})["text"].startswith("# HELP netpath_")
     assert ask(sock, {"cmd": "history"}) == {"ok": True, "history": []}
     assert ask(sock, {"cmd": "reload"}) == {"ok": True, "bundle": status["bundle"], "changed": False}
@@ -436,13 +435,28 @@ def test_loss_and_delay_show_in_interfaces(lab2, agents, tmp_path):
 # docs/ipc.md's table: Prometheus family -> (key in the JSON metrics, scale to base units)
 INTERFACE_FAMILIES = {
     "netpath_interface_up": ("up", 1), "netpath_interface_latency_seconds": ("latency_ms", 0.001),
+    "netpath_interface_latency_min_seconds": ("latency_min_ms", 0.001),
+    "netpath_interface_latency_max_seconds": ("latency_max_ms", 0.001),
+    "netpath_interface_jitter_seconds": ("jitter_ms", 0.001),
     "netpath_interface_loss_ratio": ("loss_pct", 0.01), "netpath_interface_score": ("score", 1),
     "netpath_interface_transmit_bytes_total": ("tx_bytes", 1), "netpath_interface_receive_bytes_total": ("rx_bytes", 1),
     "netpath_interface_connections": ("connections", 1),
     "netpath_interface_state_changes_total": ("state_changes", 1),
+    "netpath_interface_link_up": ("link_up", 1), "netpath_interface_enabled": ("enabled", 1),
+    "netpath_interface_last_change_timestamp_seconds": ("last_change", 1),
 }
-RULE_FAMILIES = {"netpath_rule_packets_total": "packets", "netpath_rule_bytes_total": "bytes"}
-GLOBAL_FAMILIES = {"netpath_state_swaps_total": "swaps", "netpath_state_swap_duration_seconds": "swap_seconds_last"}
+TARGET_FAMILIES = {
+    "netpath_target_up": ("up", 1), "netpath_target_latency_seconds": ("latency_ms", 0.001),
+    "netpath_target_latency_min_seconds": ("latency_min_ms", 0.001),
+    "netpath_target_latency_max_seconds": ("latency_max_ms", 0.001),
+    "netpath_target_jitter_seconds": ("jitter_ms", 0.001), "netpath_target_loss_ratio": ("loss_pct", 0.01),
+}
+RULE_FAMILIES = {"netpath_rule_new_flows_total": "packets"}
+GLOBAL_FAMILIES = {"netpath_state_swaps_total": "swaps", "netpath_state_swap_last_duration_seconds": "swap_seconds_last",
+                   "netpath_state_swap_failures_total": "swap_failures", "netpath_reloads_total": "reloads",
+                   "netpath_reload_failures_total": "reload_failures"}
+METRICS_KEYS = {"version", "bundle", "interfaces", "policies", "rules", "swaps", "swap_seconds_last", "swap_seconds",
+                "swap_failures", "reloads", "reload_failures", "process", "kernel_repairs"}
 
 
 def prometheus_samples(text: str) -> tuple:
@@ -488,6 +502,17 @@ def test_metrics_json_and_prometheus_agree(lab2, agents, tmp_path):
                     continue
                 assert value is not None and agrees(value, a, b, scale), (family, name, value, a, b)
                 compared += 1
+        for family, (key, scale) in TARGET_FAMILIES.items():
+            for name in ("wan1", "wan2"):
+                labels = (("interface", name), ("target", netlab.HTTP4))
+                a = first["interfaces"][name]["targets"][netlab.HTTP4][key]
+                b = second["interfaces"][name]["targets"][netlab.HTTP4][key]
+                value = samples.get((family, labels))
+                if a is None and b is None:
+                    assert value is None, (family, name)
+                    continue
+                assert value is not None and agrees(value, a, b, scale), (family, name, value, a, b)
+                compared += 1
         for family, key in RULE_FAMILIES.items():
             value = samples[(family, (("rule", "everything"),))]
             assert agrees(value, first["rules"]["everything"][key], second["rules"]["everything"][key], 1)
@@ -505,6 +530,105 @@ def test_metrics_json_and_prometheus_agree(lab2, agents, tmp_path):
     assert table[0].split() == ["INTERFACE", "UP", "LATENCY", "LOSS", "SCORE", "TX", "RX", "CONNS", "CHANGES"]
     assert table[1].startswith("wan1") and table[2].startswith("wan2")
     assert table[-1].startswith("state swaps: ")
+
+
+def new_flows(sock: str) -> int:
+    samples, _ = prometheus_samples(ask(sock, {"cmd": "metrics", "format": "prometheus"})["text"])
+    return samples[("netpath_rule_new_flows_total", (("rule", "everything"),))]
+
+
+def test_rule_counters_survive_a_reapply_and_reloads(lab2, agents, tmp_path):
+    """The rule counters are counters: `netpath apply` of the running bundle, a reload of it and
+    a reload of a changed bundle leave them where they were (they used to drop to 0). Late
+    packets of earlier tests' flows may add a new flow or two meanwhile, so "at least"."""
+    bundle = balanced_bundle(tmp_path)
+    agent = agents(bundle)
+    sock = agent.socket
+    lab2.http_histogram(12)
+    counted = new_flows(sock)
+    assert counted >= 12  # each connection is one new flow (its later packets carry the mark)
+    assert ask(sock, {"cmd": "rules"})["rules"][0]["packets"] == counted
+
+    ok(lab2.run("router", [NETPATH, "apply", str(bundle)], check=False))
+    assert new_flows(sock) >= counted, "netpath apply of the same bundle reset the counter"
+    assert ask(sock, {"cmd": "reload"})["changed"] is False
+    assert new_flows(sock) >= counted, "an unchanged reload reset the counter"
+    balanced_bundle(tmp_path, weights={1: 1, 2: 1})  # recompiled in place: a changed bundle
+    assert ask(sock, {"cmd": "reload"})["changed"] is True
+    assert new_flows(sock) >= counted, "a reload of a changed bundle reset the counter"
+    lab2.http_histogram(5)
+    assert new_flows(sock) >= counted + 5
+    samples, _ = prometheus_samples(ask(sock, {"cmd": "metrics", "format": "prometheus"})["text"])
+    assert samples[("netpath_reloads_total", ())] == 2 and samples[("netpath_reload_failures_total", ())] == 0
+
+
+def test_connection_counts_leave_out_the_agents_probes(lab2, agents, tmp_path):
+    """Rounds of HTTP probes every 0.5 s leave conntrack entries in the router; none of them is
+    a connection of the uplink (they were counted as ones arriving on the WAN)."""
+    agent = agents(balanced_bundle(tmp_path))
+    sock = agent.socket
+    lab2.run("router", ["conntrack", "-F"])  # the flows of earlier tests in this lab
+    time.sleep(2)  # four rounds of probes
+
+    def probe_entries() -> int:
+        listing = lab2.run("router", ["conntrack", "-L", "-d", netlab.HTTP4]).stdout.splitlines()
+        return sum(1 for line in listing if f"src={netlab.router_wan4(1)}" in line)
+
+    assert probe_entries() >= 1, "the probes left no conntrack entry to leave out"
+    rows = {row["name"]: row for row in ask(sock, {"cmd": "interfaces"})["interfaces"]}
+    assert rows["wan1"]["connections"] == 0 and rows["wan2"]["connections"] == 0, \
+        (rows["wan1"]["connections"], rows["wan2"]["connections"])
+    metrics = ask(sock, {"cmd": "metrics"})["metrics"]["interfaces"]
+    assert metrics["wan1"]["connections"] == 0 and metrics["wan2"]["connections"] == 0
+    held = lab2.http_histogram(6)
+    assert held["errors"] == 0
+    rows = {row["name"]: row for row in ask(sock, {"cmd": "interfaces"})["interfaces"]}
+    assert rows["wan1"]["connections"] + rows["wan2"]["connections"] == 6  # the LAN's, and only those
+
+
+def test_prometheus_states_shares_and_targets_follow_a_disable(lab2, agents, tmp_path):
+    agent = agents(balanced_bundle(tmp_path))
+    sock = agent.socket
+    time.sleep(0.6)  # a round with both up
+
+    def scrape() -> dict:
+        return prometheus_samples(ask(sock, {"cmd": "metrics", "format": "prometheus"})["text"])[0]
+
+    def states(samples: dict, name: str) -> dict:
+        return {s: samples[("netpath_interface_state", (("interface", name), ("state", s)))]
+                for s in ("online", "disconnecting", "connecting", "offline", "disabled")}
+
+    share = "netpath_policy_share_ratio"
+    samples = scrape()
+    assert states(samples, "wan2") == {"online": 1, "disconnecting": 0, "connecting": 0, "offline": 0, "disabled": 0}
+    assert samples[(share, (("family", "ipv4"), ("interface", "wan1"), ("policy", "p")))] == 0.75
+    assert samples[(share, (("family", "ipv4"), ("interface", "wan2"), ("policy", "p")))] == 0.25
+    assert samples[("netpath_interface_info", (("device", "wan2"), ("family", "ipv4"), ("interface", "wan2"),
+                                               ("logical", "")))] == 1
+    assert samples[("netpath_target_up", (("interface", "wan2"), ("target", netlab.HTTP4)))] == 1
+    assert samples[("netpath_target_latency_seconds", (("interface", "wan2"), ("target", netlab.HTTP4)))] > 0
+    before = samples[("netpath_interface_last_change_timestamp_seconds", (("interface", "wan2"),))]
+    build = [labels for name, labels in samples if name == "netpath_build_info"]
+    assert build == [(("bundle", agent.request("status")["bundle"]["digest"][:12]), ("version", "0.1.0"))]
+    assert samples[("process_resident_memory_bytes", ())] > 1 << 20
+    assert abs(samples[("process_open_fds", ())] - agent.fd_count()) <= 3  # a request holds a socket or two
+    assert samples[("process_start_time_seconds", ())] == pytest.approx(agent.started_at, abs=2)
+
+    ask(sock, {"cmd": "disable", "interface": "wan2"})
+    samples = scrape()
+    assert states(samples, "wan2") == {"online": 0, "disconnecting": 0, "connecting": 0, "offline": 0, "disabled": 1}
+    assert samples[("netpath_interface_up", (("interface", "wan2"),))] == 0
+    assert samples[("netpath_interface_enabled", (("interface", "wan2"),))] == 0
+    assert samples[("netpath_interface_link_up", (("interface", "wan2"),))] == 1  # planned, not an outage
+    assert samples[(share, (("family", "ipv4"), ("interface", "wan1"), ("policy", "p")))] == 1.0
+    assert samples[(share, (("family", "ipv4"), ("interface", "wan2"), ("policy", "p")))] == 0.0
+    assert samples[("netpath_policy_last_resort", (("family", "ipv4"), ("policy", "p")))] == 0
+    assert samples[("netpath_interface_last_change_timestamp_seconds", (("interface", "wan2"),))] > before
+    assert samples[("netpath_state_swap_duration_seconds_count", ())] == samples[("netpath_state_swaps_total", ())]
+    ask(sock, {"cmd": "disable", "interface": "wan1"})
+    samples = scrape()
+    assert samples[("netpath_policy_last_resort", (("family", "ipv4"), ("policy", "p")))] == 1
+    assert samples[(share, (("family", "ipv4"), ("interface", "wan1"), ("policy", "p")))] == 0.0
 
 
 def test_metrics_listen_serves_the_prometheus_text_over_http(lab2, agents, tmp_path):

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import http.client
 import json
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -21,15 +22,31 @@ from prometheus_client.parser import text_string_to_metric_families
 from netpath.agent import metrics
 
 METRICS = {
+    "version": "0.1.0", "bundle": "abababababab",
     "interfaces": {
-        "wan": {"up": 1, "latency_ms": 12.5, "loss_pct": 5.0, "score": 5, "tx_bytes": 123456,
-                "rx_bytes": 654321, "connections": 17, "state_changes": 3},
-        "wanb": {"up": 0, "latency_ms": None, "loss_pct": 100.0, "score": 0, "tx_bytes": None,
-                 "rx_bytes": 0, "connections": None, "state_changes": 0},
+        "wan": {"up": 1, "state": "online", "link_up": 1, "enabled": 1, "device": "eth1", "family": "ipv4",
+                "logical": "wan", "latency_ms": 12.5, "latency_min_ms": 10.0, "latency_max_ms": 15.0,
+                "jitter_ms": 2.0, "loss_pct": 5.0, "score": 5, "tx_bytes": 123456, "rx_bytes": 654321,
+                "connections": 17, "state_changes": 3, "last_change": 1700000000.25,
+                "targets": {"192.0.2.1": {"up": 1, "latency_ms": 12.0, "latency_min_ms": 10.0,
+                                          "latency_max_ms": 14.0, "jitter_ms": 1.5, "loss_pct": 0.0},
+                            "192.0.2.2": {"up": 0, "latency_ms": None, "latency_min_ms": None,
+                                          "latency_max_ms": None, "jitter_ms": None, "loss_pct": 10.0}}},
+        "wanb": {"up": 0, "state": "disabled", "link_up": None, "enabled": 0, "device": "eth2",
+                 "family": "ipv4", "logical": "", "latency_ms": None, "loss_pct": 100.0, "score": 0,
+                 "tx_bytes": None, "rx_bytes": 0, "connections": None, "state_changes": 0,
+                 "last_change": 1700000000.0,
+                 "targets": {"198.51.100.1": {"up": None, "latency_ms": None, "loss_pct": None}}},
     },
+    "policies": {"p": {"shares": {"ipv4": {"wan": 1.0, "wanb": 0.0}}, "last_resort": {"ipv4": False}},
+                 "q": {"shares": {"ipv6": {}}, "last_resort": {"ipv6": True}}},
     "rules": {"https": {"packets": 42, "bytes": 4200}, 'odd"name\\x': {"packets": 1, "bytes": 60}},
     "swaps": 7,
     "swap_seconds_last": 0.0021,
+    "swap_seconds": {"buckets": [[0.0001, 0], [0.001, 3], [0.01, 7]], "sum": 0.0123, "count": 7},
+    "swap_failures": 1, "reloads": 2, "reload_failures": 0,
+    "process": {"start_time": 1699999990.5, "cpu_seconds": 1.25, "resident_bytes": 20480000,
+                "virtual_bytes": 40960000, "open_fds": 12, "max_fds": 1024},
 }
 
 
@@ -62,11 +79,76 @@ def test_prometheus_text_parses_and_carries_every_figure():
     assert ("netpath_interface_latency_seconds", (("interface", "wanb"),)) not in samples
     assert ("netpath_interface_transmit_bytes_total", (("interface", "wanb"),)) not in samples
     assert samples[("netpath_interface_receive_bytes_total", (("interface", "wanb"),))] == 0
-    # Rules, with a label value that needs escaping.
-    assert samples[("netpath_rule_packets_total", (("rule", "https"),))] == 42
-    assert samples[("netpath_rule_bytes_total", (("rule", 'odd"name\\x'),))] == 60
+    # Rules count new flows (the rule's counter sees a flow's first packet only), with a label
+    # value that needs escaping.
+    assert samples[("netpath_rule_new_flows_total", (("rule", "https"),))] == 42
+    assert samples[("netpath_rule_new_flows_total", (("rule", 'odd"name\\x'),))] == 1
+    assert not any(name.startswith("netpath_rule_packets") or name.startswith("netpath_rule_bytes")
+                   for name, _ in samples)
     assert samples[("netpath_state_swaps_total", ())] == 7
-    assert samples[("netpath_state_swap_duration_seconds", ())] == pytest.approx(0.0021)
+    assert samples[("netpath_state_swap_last_duration_seconds", ())] == pytest.approx(0.0021)
+
+
+def test_prometheus_text_states_info_and_admin():
+    _, samples = samples_by_name(metrics.prometheus_text(METRICS))
+    for iface, current in (("wan", "online"), ("wanb", "disabled")):
+        states = {s: samples[("netpath_interface_state", (("interface", iface), ("state", s)))]
+                  for s in ("online", "disconnecting", "connecting", "offline", "disabled")}
+        assert states == {s: (1 if s == current else 0) for s in states}
+    assert samples[("netpath_interface_info", (("device", "eth1"), ("family", "ipv4"), ("interface", "wan"),
+                                               ("logical", "wan")))] == 1
+    assert samples[("netpath_interface_info", (("device", "eth2"), ("family", "ipv4"), ("interface", "wanb"),
+                                               ("logical", "")))] == 1
+    assert samples[("netpath_interface_link_up", (("interface", "wan"),))] == 1
+    assert ("netpath_interface_link_up", (("interface", "wanb"),)) not in samples  # unknown
+    assert samples[("netpath_interface_enabled", (("interface", "wan"),))] == 1
+    assert samples[("netpath_interface_enabled", (("interface", "wanb"),))] == 0
+    assert samples[("netpath_interface_last_change_timestamp_seconds", (("interface", "wan"),))] == 1700000000.25
+    assert samples[("netpath_interface_jitter_seconds", (("interface", "wan"),))] == pytest.approx(0.002)
+    assert samples[("netpath_interface_latency_min_seconds", (("interface", "wan"),))] == pytest.approx(0.010)
+    assert samples[("netpath_interface_latency_max_seconds", (("interface", "wan"),))] == pytest.approx(0.015)
+    assert samples[("netpath_build_info", (("bundle", "abababababab"), ("version", "0.1.0")))] == 1
+
+
+def test_prometheus_text_per_target_figures():
+    _, samples = samples_by_name(metrics.prometheus_text(METRICS))
+    one = (("interface", "wan"), ("target", "192.0.2.1"))
+    two = (("interface", "wan"), ("target", "192.0.2.2"))
+    assert samples[("netpath_target_up", one)] == 1
+    assert samples[("netpath_target_up", two)] == 0
+    assert samples[("netpath_target_latency_seconds", one)] == pytest.approx(0.012)
+    assert samples[("netpath_target_latency_min_seconds", one)] == pytest.approx(0.010)
+    assert samples[("netpath_target_latency_max_seconds", one)] == pytest.approx(0.014)
+    assert samples[("netpath_target_jitter_seconds", one)] == pytest.approx(0.0015)
+    assert samples[("netpath_target_loss_ratio", one)] == 0
+    assert samples[("netpath_target_loss_ratio", two)] == pytest.approx(0.1)
+    # A target that does not answer has no latency series; one never probed has nothing.
+    assert not any(name.startswith("netpath_target_latency") and labels == two for name, labels in samples)
+    assert not [k for k in samples if ("target", "198.51.100.1") in k[1]]
+
+
+def test_prometheus_text_policies_counters_histogram_and_process():
+    text = metrics.prometheus_text(METRICS)
+    families, samples = samples_by_name(text)
+    share = "netpath_policy_share_ratio"
+    assert samples[(share, (("family", "ipv4"), ("interface", "wan"), ("policy", "p")))] == 1.0
+    assert samples[(share, (("family", "ipv4"), ("interface", "wanb"), ("policy", "p")))] == 0.0
+    assert samples[("netpath_policy_last_resort", (("family", "ipv4"), ("policy", "p")))] == 0
+    assert samples[("netpath_policy_last_resort", (("family", "ipv6"), ("policy", "q")))] == 1
+    assert samples[("netpath_state_swap_failures_total", ())] == 1
+    assert samples[("netpath_reloads_total", ())] == 2
+    assert samples[("netpath_reload_failures_total", ())] == 0
+    assert families["netpath_state_swap_duration_seconds"].type == "histogram"
+    buckets = {dict(labels)["le"]: v for (name, labels), v in samples.items()
+               if name == "netpath_state_swap_duration_seconds_bucket"}
+    assert buckets == {"0.0001": 0, "0.001": 3, "0.01": 7, "+Inf": 7}
+    assert samples[("netpath_state_swap_duration_seconds_count", ())] == 7
+    assert samples[("netpath_state_swap_duration_seconds_sum", ())] == pytest.approx(0.0123)
+    assert samples[("process_start_time_seconds", ())] == 1699999990.5
+    assert samples[("process_cpu_seconds_total", ())] == 1.25
+    assert samples[("process_resident_memory_bytes", ())] == 20480000
+    assert samples[("process_open_fds", ())] == 12
+    assert families["process_cpu_seconds"].type == "counter"
 
 
 def test_prometheus_text_of_an_agent_with_nothing_yet():
@@ -74,6 +156,44 @@ def test_prometheus_text_of_an_agent_with_nothing_yet():
     families, samples = samples_by_name(text)
     assert samples == {("netpath_state_swaps_total", ()): 0}
     assert "netpath_interface_up" in families  # HELP/TYPE are there even without samples
+
+
+def test_histogram_counts_each_observation_once_and_cumulates_on_export():
+    histogram = metrics.Histogram()
+    assert histogram.bounds[0] == 0.0001 and histogram.bounds[-1] == 1.0
+    for value in (0.00005, 0.0001, 0.0003, 0.002, 0.002, 0.7, 3.0):
+        histogram.observe(value)
+    snapshot = histogram.snapshot()
+    cumulative = dict((bound, n) for bound, n in snapshot["buckets"])
+    assert cumulative[0.0001] == 2  # the bound itself belongs to its bucket (le)
+    assert cumulative[0.0005] == 3 and cumulative[0.0025] == 5 and cumulative[0.5] == 5
+    assert cumulative[1.0] == 6 and snapshot["count"] == 7  # 3 s only in +Inf
+    assert snapshot["sum"] == pytest.approx(3.70445)
+
+
+def test_process_figures_of_this_process():
+    import os
+    import resource
+    import time
+
+    figures = metrics.process_figures()
+    assert figures["open_fds"] == len(os.listdir("/proc/self/fd"))  # both count the one listdir holds
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    assert 0 < figures["cpu_seconds"] <= usage.ru_utime + usage.ru_stime + 0.05
+    assert 0 < figures["resident_bytes"] <= usage.ru_maxrss * 1024
+    started = os.stat(f"/proc/{os.getpid()}").st_ctime
+    assert abs(figures["start_time"] - started) < 2 and figures["start_time"] < time.time()
+    assert figures["max_fds"] == resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+
+
+def test_promtool_accepts_the_exposition():
+    """`promtool check metrics`: names, units, _total on counters, HELP on every family."""
+    promtool = shutil.which("promtool")
+    if promtool is None:
+        pytest.skip("promtool is not installed (Debian: apt-get install prometheus; scripts/setup.sh does)")
+    text = metrics.prometheus_text(METRICS)
+    proc = subprocess.run([promtool, "check", "metrics"], input=text, capture_output=True, text=True, timeout=30)
+    assert proc.returncode == 0 and not proc.stdout.strip() and not proc.stderr.strip(), proc.stdout + proc.stderr
 
 
 def test_count_marks_masks_and_skips_lines_without_a_mark():
@@ -261,18 +381,26 @@ def test_conntrack_by_mark_in_a_namespace_without_flows(netns):
 
 RULES_RULESET = """
 table inet ipc_rules {
+    counter rule_a {
+    }
+    counter rule_b {
+    }
+    counter rule_unused {
+    }
+    counter other {
+    }
     chain out {
         type filter hook output priority 0; policy accept;
         meta l4proto udp jump rules
     }
     chain rules {
-        ip daddr 127.0.0.1 udp dport 7001 counter comment "rule a"
-        ip6 daddr ::1 udp dport 7001 counter comment "rule a"
+        ip daddr 127.0.0.1 udp dport 7001 counter name "rule_a" comment "rule a"
+        ip6 daddr ::1 udp dport 7001 counter name "rule_a" comment "rule a"
         udp dport 7002 log prefix "netpath(b) " level info
-        udp dport 7002 counter comment "rule b"
-        udp dport 7003 counter comment "rule unused"
-        udp dport 7004 counter comment "not a rule tag"
-        udp dport 7005 comment "rule nocounter"
+        udp dport 7002 counter name "rule_b" comment "rule b"
+        udp dport 7003 counter name "rule_unused" comment "rule unused"
+        udp dport 7004 counter name "other" comment "not a rule counter"
+        udp dport 7005 counter comment "rule anonymous"
     }
 }
 """
