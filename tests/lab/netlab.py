@@ -87,6 +87,17 @@ _prefix_counter = itertools.count()
 _labs_with_namespaces: set = set()  # strong references: a lab dropped without destroy() is still cleaned at exit
 
 
+def stop_process(process: subprocess.Popen, grace: float = STOP_GRACE_S) -> None:
+    """SIGTERM, then SIGKILL after `grace` seconds; nothing for a process that has ended."""
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(grace)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(grace)
+
+
 class LabError(RuntimeError):
     """A lab step failed; the message names the namespace, the command and its output."""
 
@@ -254,13 +265,7 @@ class Lab:
                        f"{log.with_suffix('.err').read_text().strip() or 'no output'}")
 
     def _stop(self, process: subprocess.Popen) -> None:
-        if process.poll() is None:
-            process.send_signal(signal.SIGTERM)
-            try:
-                process.wait(STOP_GRACE_S)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait(STOP_GRACE_S)
+        stop_process(process)
 
     # -- build and destroy --------------------------------------------------------------------
 
