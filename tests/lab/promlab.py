@@ -233,9 +233,10 @@ def _timeseries_svg(series: list, unit: str, width: int, height: int, start: flo
         v = low + (high - low) * i / 4
         parts.append(f'<line x1="{pad_l}" x2="{pad_l + plot_w}" y1="{y(v):.1f}" y2="{y(v):.1f}" stroke="#2c3235"/>')
         parts.append(f'<text x="{pad_l - 6}" y="{y(v) + 4:.1f}" text-anchor="end">{html.escape(_format(v, unit))}</text>')
-    for i in range(5):
-        t = start + span * i / 4
-        anchor = "start" if i == 0 else "end" if i == 4 else "middle"
+    ticks = max(2, min(5, plot_w // 110))  # time labels that fit side by side
+    for i in range(ticks):
+        t = start + span * i / (ticks - 1)
+        anchor = "start" if i == 0 else "end" if i == ticks - 1 else "middle"
         parts.append(f'<text x="{x(t):.1f}" y="{height - 4}" text-anchor="{anchor}">'
                      f'{time.strftime("%H:%M:%S", time.gmtime(t))}</text>')
     for n, (_, points) in enumerate(series):
