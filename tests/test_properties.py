@@ -432,8 +432,9 @@ def test_one_random_value_in_a_valid_config_never_crashes_the_compiler(section, 
         text = to_toml_text(cfg)
     else:
         flat = copy.deepcopy(cfg)
-        flat["interfaces"]["wan"].update(
-            {load.UCI_OPTION_OF_TRACK.get(k, k): v for k, v in flat["interfaces"]["wan"].pop("track").items()})
+        wan = flat["interfaces"]["wan"]
+        if isinstance(wan.get("track"), dict):  # UCI spells tracking flat on the interface
+            wan.update({load.UCI_OPTION_OF_TRACK.get(k, k): v for k, v in wan.pop("track").items()})
         flat["rules"] = {r.get("name", "r") if isinstance(r.get("name"), str) else "r": r for r in flat["rules"]}
         text = to_uci_text(flat)
     with tempfile.TemporaryDirectory(prefix="netpath-garbage-") as tmp:
