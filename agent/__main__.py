@@ -3,7 +3,8 @@
 Runs in the foreground: applies the bundle, tracks the WANs, swaps state variants, answers
 on the control socket. SIGHUP reloads the bundle directory; SIGTERM removes what NetPath
 installed unless --keep; a crash or SIGKILL leaves the last state in the kernel.
-Exit status: 0 stopped, 1 failure of the system, 2 bad input (bundle, arguments).
+Exit status: 0 stopped, 1 failure of the system, 2 bad input (bundle, arguments) or another
+agent already owns this network namespace or the socket (agent/owner.py).
 """
 
 from __future__ import annotations
@@ -87,8 +88,9 @@ def main(argv=None) -> int:
     from . import bundle as bundle_mod
     from .apply import ApplyError
     from .daemon import Agent
-    from .ipc import IpcError
+    from .ipc import IpcError, SocketInUse
     from .nft import NftError
+    from .owner import Owned
 
     agent = Agent(args.bundle, None if args.socket == "none" else args.socket, args.hooks, args.keep,
                   metrics_listen=args.metrics_listen)
@@ -97,6 +99,12 @@ def main(argv=None) -> int:
         return asyncio.run(agent.run())
     except bundle_mod.BundleError as exc:
         print(f"netpath-agent: {exc}", file=sys.stderr)
+        return 2
+    except Owned as exc:
+        print(f"netpath-agent: {exc}; stop it first (this agent changed nothing)", file=sys.stderr)
+        return 2
+    except SocketInUse as exc:
+        print(f"netpath-agent: {exc} (this agent changed nothing)", file=sys.stderr)
         return 2
     except (ApplyError, NftError, IpcError, OSError) as exc:
         print(f"netpath-agent: {exc}", file=sys.stderr)

@@ -19,7 +19,7 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import bundle as bundle_mod
+from . import bundle as bundle_mod, owner
 from .model import Model
 from .nft import Nft, NftError
 from .policy import mask_of
@@ -458,7 +458,29 @@ def main(argv, prog="netpath apply") -> int:
     p.add_argument("--remove", action="store_true", help="remove everything NetPath installed")
     p.add_argument("--down", action="append", default=[], metavar="IFACE",
                    help="treat this interface as down (repeatable)")
+    p.add_argument("--force", action="store_true",
+                   help="change the kernel even while an agent owns it (the agent does not notice)")
     args = p.parse_args(argv)
+    claim = None
+    if not args.force:
+        try:
+            claim = owner.claim("apply")
+        except owner.Owned as exc:
+            print(f"{prog}: {exc}, and keeps that state in line with its own view: stop it first "
+                  "(`/etc/init.d/netpath stop`), or use --force", file=sys.stderr)
+            return 2
+        except OSError as exc:
+            print(f"{prog}: cannot take NetPath's lock {owner.lock_path()}: {exc.strerror or exc}",
+                  file=sys.stderr)
+            return 1
+    try:
+        return _main(p, args, prog)
+    finally:
+        if claim is not None:
+            claim.release()
+
+
+def _main(p, args, prog: str) -> int:
     try:
         if args.remove:
             table, protocol = DEFAULT_TABLE, DEFAULT_PROTOCOL

@@ -12,9 +12,9 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .model import FORMAT_VERSION, Model
-from .names import (DEVICE_RE, DEVICE_SHAPE, NAME_RE, NAME_SHAPE, NFT_KEYWORDS, RESERVED_TABLES, TABLE_RE,
-                    TABLE_SHAPE, plain_ip)
+from .model import DNS_TYPES, FORMAT_VERSION, TRACK_FLAGS, TRACK_LIMITS, TRACK_METHODS, Model
+from .names import (DEVICE_RE, DEVICE_SHAPE, DNS_NAME_RE, NAME_RE, NAME_SHAPE, NFT_KEYWORDS,
+                    RESERVED_TABLES, TABLE_RE, TABLE_SHAPE, URL_RE, plain_ip)
 
 try:  # the interpreter's own sha256: hashlib's would map and touch OpenSSL (about 0.5 MiB resident)
     from _sha2 import sha256  # Python 3.12+
@@ -146,8 +146,58 @@ def unsafe_fields(model: Model) -> list:
         if iface.table in RESERVED_TABLES:
             found.append(f"{where}.table {iface.table} is the kernel's table "
                          f"'{RESERVED_TABLES[iface.table]}'")
+        found += track_problems(f"{where}.track", iface.track)
     for policy in model.policies:
         shaped(f"policies[{policy.name!r}].name", policy.name, NAME_RE, NAME_SHAPE)
     for rule in model.rules:
         shaped(f"rules[{rule.name!r}].name", rule.name, NAME_RE, NAME_SHAPE)
     return found
+
+
+def track_problems(where: str, track) -> list:
+    """The tracking settings the compiler would never write: a reload must refuse them before
+    the first kernel write (a zero interval would probe without pause, a target with a space
+    reaches a probe's address parser, a newline in an URL an HTTP request)."""
+    found = []
+    if track.method not in TRACK_METHODS:
+        found.append(f"{where}.method {track.method!r} is not one of {', '.join(TRACK_METHODS)}")
+    for option, (kind, lo, hi) in TRACK_LIMITS.items():
+        value = getattr(track, option)
+        number = not isinstance(value, bool) and isinstance(value, int if kind == "int" else (int, float))
+        if not number or not lo <= value <= hi:  # NaN fails the comparison too
+            what = "a whole number" if kind == "int" else "a number of seconds" if kind == "seconds" else "a number"
+            found.append(f"{where}.{option} {value!r} is not {what} in {lo:g}..{hi:g}")
+    for option in TRACK_FLAGS:
+        if not isinstance(getattr(track, option), bool):
+            found.append(f"{where}.{option} {getattr(track, option)!r} is not true or false")
+    if track.initial_state not in ("online", "offline"):
+        found.append(f"{where}.initial_state {track.initial_state!r} is not online or offline")
+    targets = track.targets if isinstance(track.targets, (tuple, list)) else None
+    if targets is None:
+        found.append(f"{where}.targets {track.targets!r} is not a list")
+    else:
+        for target in targets:
+            if not _target_ok(target, track.method):
+                found.append(f"{where}.targets {target!r} is not an IP address"
+                             f"{' or host name' if track.method == 'httping' else ''}")
+        if track.method != "none" and not targets:
+            found.append(f"{where}.targets is empty; method {track.method!r} needs at least one target")
+        if isinstance(track.reliability, int) and targets and track.reliability > len(targets):
+            found.append(f"{where}.reliability {track.reliability!r} exceeds the {len(targets)} target(s)")
+    if not isinstance(track.dns_query, str) or len(track.dns_query) > 253 or not DNS_NAME_RE.match(track.dns_query):
+        found.append(f"{where}.dns_query {track.dns_query!r} is not a DNS name")
+    if track.dns_type not in DNS_TYPES:
+        found.append(f"{where}.dns_type {track.dns_type!r} is not one of {', '.join(DNS_TYPES)}")
+    if track.http_url != "" and not (isinstance(track.http_url, str) and URL_RE.match(track.http_url)):
+        found.append(f"{where}.http_url {track.http_url!r} is not an http:// or https:// URL")
+    return found
+
+
+def _target_ok(target, method: str) -> bool:
+    if not isinstance(target, str):
+        return False
+    try:
+        plain_ip(target)
+        return True
+    except ValueError:
+        return method == "httping" and target != "." and len(target) <= 253 and bool(DNS_NAME_RE.match(target))

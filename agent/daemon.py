@@ -31,7 +31,7 @@ from collections import deque
 
 from . import apply as apply_mod
 from . import bundle as bundle_mod
-from . import conntrack, drift, health as hl, probes, swap
+from . import conntrack, drift, health as hl, owner, probes, swap
 from .hooks import DEFAULT_DIRECTORY as DEFAULT_HOOKS, Hooks
 from .links import LinkMonitor
 from .metrics import Histogram
@@ -83,7 +83,7 @@ def concerned(interfaces, interface: str, device: "str | None") -> list:
 
 class Agent:
     def __init__(self, bundle_dir, socket_path=None, hooks_dir=DEFAULT_HOOKS, keep: bool = False,
-                 nft: "Nft | None" = None, metrics_listen: "tuple | None" = None):
+                 nft: "Nft | None" = None, metrics_listen: "tuple | None" = None, run_dir: str = owner.RUN_DIR):
         self.bundle_dir = bundle_dir
         self.socket_path = socket_path
         self.keep = keep
@@ -106,6 +106,9 @@ class Agent:
         self.reload_lock = asyncio.Lock()
         self.monitor: "LinkMonitor | None" = None
         self.server = None
+        self.run_dir = run_dir  # where the namespace's lock file lives (agent/owner.py)
+        self.claim: "owner.Claim | None" = None
+        self._listener = None  # the control socket, bound before the kernel is touched
         self.metrics_listen = metrics_listen  # (host, port) of the optional Prometheus endpoint
         self.metrics_server = None
         self.commands = None  # commands.Commands, made when the socket or metrics endpoint opens
@@ -113,6 +116,8 @@ class Agent:
         self.stopping = asyncio.Event()
         self._background: set = set()
         self._reloads: set = set()  # reload tasks: they run to their end whoever waits on them
+        self._reload_wanted = False  # a SIGHUP came since the signal-driven reload began
+        self._signal_reloads: "asyncio.Task | None" = None
         self._pending_resync: dict = {}  # interface -> timer handle
         self._sync_retry: "asyncio.TimerHandle | None" = None  # after a refused state transaction
         self._event_locks: dict = {}  # interface -> lock keeping its conntrack flushes and hooks in order
@@ -131,6 +136,14 @@ class Agent:
         return self.bundle.model
 
     async def start(self) -> None:
+        # Before anything reads or writes the kernel: one agent per network namespace (the
+        # lock), and the socket path must be free (another agent, maybe in another
+        # namespace, may answer on it). Either raises, and nothing was changed.
+        self.claim = owner.claim("agent", self.socket_path, self.run_dir)
+        if self.socket_path:
+            from . import ipc
+
+            self._listener = ipc.bind(self.socket_path)
         self.bundle = await asyncio.to_thread(bundle_mod.read, self.bundle_dir)
         if self.model.enabled:
             await asyncio.to_thread(_refuse_beside_mwan3, self.model.route_protocol)
@@ -161,7 +174,7 @@ class Agent:
         if self.socket_path:
             from . import ipc
 
-            self.server = await ipc.serve(self.socket_path, self._commands().dispatch)
+            self.server = await ipc.serve(self.socket_path, self._commands().dispatch, sock=self._listener)
             from .snapshot import SnapshotWriter
 
             # Only once the socket is ours: a second agent refused above must not overwrite
@@ -274,15 +287,29 @@ class Agent:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self.stopping.set)
-        loop.add_signal_handler(signal.SIGHUP, lambda: self._spawn(self._reload_logged(), "reload"))
-        await self.start()
-        # Everything imported and built at start-up lives for the whole run: move it out of
-        # the collector's reach, so a full collection (10-25 ms) never stalls a probe round.
-        gc.collect()
-        gc.freeze()
-        await self.stopping.wait()
-        await self.shutdown()
+        loop.add_signal_handler(signal.SIGHUP, self._reload_on_signal)
+        try:
+            await self.start()
+            # Everything imported and built at start-up lives for the whole run: move it out of
+            # the collector's reach, so a full collection (10-25 ms) never stalls a probe round.
+            gc.collect()
+            gc.freeze()
+            await self.stopping.wait()
+            await self.shutdown()
+        finally:
+            self._let_go()
         return 0
+
+    def _let_go(self) -> None:
+        """Give up the socket path (when it never came to serve) and the namespace's lock."""
+        if self._listener is not None and self.server is None:
+            from . import ipc
+
+            ipc.unbind(self._listener, self.socket_path)
+        self._listener = None
+        if self.claim is not None:
+            self.claim.release()
+            self.claim = None
 
     async def shutdown(self) -> None:
         # A reload half done would leave the kernel on one bundle and the agent on another.
@@ -659,6 +686,18 @@ class Agent:
                 self._schedule_resync(name)
         return names
 
+    def _reload_on_signal(self) -> None:
+        """SIGHUP. Signals that arrive while a reload runs are merged into one more reload
+        after it (a storm of `kill -HUP` is two reloads at most, never a queue of them)."""
+        self._reload_wanted = True
+        if self._signal_reloads is None or self._signal_reloads.done():
+            self._signal_reloads = self._spawn(self._reload_while_wanted(), "reload")
+
+    async def _reload_while_wanted(self) -> None:
+        while self._reload_wanted and not self.stopping.is_set():
+            self._reload_wanted = False
+            await self._reload_logged()
+
     async def _reload_logged(self) -> None:
         try:
             await self.reload()
@@ -711,8 +750,16 @@ class Agent:
                     else:
                         added[iface.name] = iface
                 previous = self.bundle
-                fresh = {name: self._new_tracker(model, iface, links.get(name), False, False)
-                         for name, iface in added.items()}
+                # Everything that can refuse the new bundle runs before the first kernel write
+                # (bundle.read checked the tracking settings; this builds them): a refused
+                # reload leaves kernel, trackers and bundle as they were.
+                try:
+                    for iface in kept.values():
+                        settings_of(iface)
+                    fresh = {name: self._new_tracker(model, iface, links.get(name), False, False)
+                             for name, iface in added.items()}
+                except ValueError as exc:
+                    raise bundle_mod.BundleError(f"{self.bundle_dir}: {exc}") from None
                 alive = {n for n in kept if self.trackers[n].usable} | {n for n, t in fresh.items() if t.usable}
                 if model.enabled:
                     result = await asyncio.to_thread(apply_mod.apply, new, alive, self.nft, links)

@@ -5,7 +5,8 @@ name order, for each event of an interface with the environment ACTION (connecte
 disconnected, connecting, disconnecting, ifup, ifdown), INTERFACE and DEVICE. Events run one
 after another in the order they happened, in a worker task: a slow script delays later
 hooks, never the tracking. Each script has a time limit; one that outlives it is killed
-with its process group.
+with its process group. A hook's output (stdout and stderr) is read as it arrives and only
+its last few KiB are kept, for the log line of a hook that fails.
 
 Like mwan3's tracker, the four tracking events (connected, disconnected, connecting,
 disconnecting) also go to OpenWrt's hotplug system when `hotplug-call` is on PATH:
@@ -27,6 +28,11 @@ HOOK_TIMEOUT = 30.0
 HOTPLUG_ACTIONS = ("connected", "disconnected", "connecting", "disconnecting")
 HOTPLUG_SUBSYSTEM = "netpath"
 MAX_PENDING = 256  # events queued behind slow hooks before new ones are dropped (and logged)
+OUTPUT_KEPT = 4096  # bytes of a hook's output kept while it runs (the last ones); the rest is discarded
+OUTPUT_LOGGED = 500  # characters of it in the log line of a failed hook
+READ_CHUNK = 65536
+KILL_GRACE = 5.0  # seconds for a killed hook's output pipe to close
+DISCARD_PAUSE = 0.01  # seconds after each discarded chunk: at most 6.4 MB/s of output is read
 
 log = logging.getLogger("netpath.hooks")
 
@@ -43,23 +49,50 @@ def scripts(directory) -> list:
     return [p for p in entries if p.is_file() and os.access(p, os.X_OK) and not p.name.startswith(".")]
 
 
+async def _tail(stream: asyncio.StreamReader, keep: int) -> bytes:
+    """Read `stream` to its end, keeping only its last `keep` bytes: a hook that prints
+    forever (`yes`) costs one chunk of memory, not what it printed."""
+    tail = bytearray()
+    while True:
+        chunk = await stream.read(READ_CHUNK)
+        if not chunk:
+            return bytes(tail)
+        tail += chunk
+        if len(tail) > keep:
+            del tail[:-keep]
+            # Past what we keep, reading slower costs the loop less; the hook just waits on
+            # its pipe (and its time limit still runs).
+            await asyncio.sleep(DISCARD_PAUSE)
+
+
+async def _drain(stream: asyncio.StreamReader) -> None:
+    while await stream.read(READ_CHUNK):
+        pass
+
+
 async def run_script(path, env: dict, timeout: float, args=()) -> "int | None":
     """Run one hook; its exit status, or None when it was killed for running too long."""
     proc = await asyncio.create_subprocess_exec(
         str(path), *args, stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.STDOUT, env=env, start_new_session=True)
     try:
-        out, _ = await asyncio.wait_for(proc.communicate(), timeout)
+        out, _ = await asyncio.wait_for(asyncio.gather(_tail(proc.stdout, OUTPUT_KEPT), proc.wait()), timeout)
     except asyncio.TimeoutError:
         try:
             os.killpg(proc.pid, signal.SIGKILL)  # the script and whatever it started
         except ProcessLookupError:
             pass
-        await proc.wait()
+        # The pipe must reach its end before wait() returns; nobody reads it since the time
+        # limit, and a stream that was paused (full) would never see it.
+        try:
+            await asyncio.wait_for(asyncio.gather(_drain(proc.stdout), proc.wait()), KILL_GRACE)
+        except asyncio.TimeoutError:
+            log.warning("hook %s: something it started outside its process group still holds its output",
+                        path)
         log.warning("hook %s (%s %s) killed after %g s", path, env["ACTION"], env["INTERFACE"], timeout)
         return None
     if proc.returncode != 0:
-        text = out.decode(errors="replace").strip()[-500:]
+        text = out.decode(errors="replace").strip()[-OUTPUT_LOGGED:]
         log.warning("hook %s (%s %s) exited %d%s", path, env["ACTION"], env["INTERFACE"],
                     proc.returncode, f": {text}" if text else "")
     return proc.returncode

@@ -28,12 +28,15 @@ import os
 import socket
 import stat
 
+from .clients import Refusals, serve as serve_clients
+
 DEFAULT_SOCKET = "/var/run/netpath.sock"
 
 MAX_REQUEST_BYTES = 64 * 1024  # one request line, without its newline
 MAX_REPLY_BYTES = 16 * 1024 * 1024  # what the client accepts before it gives up
 LISTEN_BACKLOG = 512  # connections the kernel queues before we accept them
 MAX_CLIENTS = 256  # connections served at once; more are told to come back later
+ACCEPT_RATE = 2000  # connections accepted a second; more wait in the kernel's backlog
 REQUEST_TIMEOUT = 5.0  # seconds from connect until the whole request line has arrived
 REPLY_TIMEOUT = 10.0  # seconds a client may take to read its reply
 DISPATCH_TIMEOUT = 60.0
@@ -93,7 +96,7 @@ def _probe_live(path: str) -> bool:
     return True
 
 
-def _bind(path: str) -> socket.socket:
+def bind(path: str) -> socket.socket:
     """Bind a listening socket at `path`, mode 0600 from the first instant.
 
     A socket file left by a crashed agent is replaced; one that another agent still
@@ -129,17 +132,30 @@ def _bind(path: str) -> socket.socket:
     return sock
 
 
-async def serve(path: str, dispatch, *, max_clients: int = MAX_CLIENTS,
+def unbind(sock: socket.socket, path: str) -> None:
+    """Close a socket from bind() that never served; remove its file unless someone else
+    answers on it now."""
+    sock.close()
+    try:
+        if stat.S_ISSOCK(os.lstat(path).st_mode) and not _probe_live(path):
+            os.unlink(path)
+    except (OSError, IpcError):
+        pass
+
+
+async def serve(path: str, dispatch, *, sock: "socket.socket | None" = None, max_clients: int = MAX_CLIENTS,
                 request_timeout: float = REQUEST_TIMEOUT, reply_timeout: float = REPLY_TIMEOUT,
-                dispatch_timeout: float = DISPATCH_TIMEOUT) -> asyncio.AbstractServer:
+                dispatch_timeout: float = DISPATCH_TIMEOUT):
     """Listen on `path` and answer each request line with `await dispatch(request)`.
 
     `dispatch` gets a dict with a string "cmd" and returns the reply dict; an exception
     becomes {"ok": false, "error": "internal error: ..."}. Raises SocketInUse when another
-    agent answers on `path`, IpcError when the socket cannot be created."""
-    sock = _bind(path)
+    agent answers on `path`, IpcError when the socket cannot be created. `sock`: a socket
+    bind() made earlier for `path`."""
+    sock = sock if sock is not None else bind(path)
     st = os.stat(path)
     clients = _Clients(path, (st.st_dev, st.st_ino))
+    refusals = Refusals("control socket", log)
 
     async def on_connect(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         task = asyncio.current_task()
@@ -147,6 +163,7 @@ async def serve(path: str, dispatch, *, max_clients: int = MAX_CLIENTS,
         try:
             if len(clients.tasks) > max_clients:
                 reply = error_reply(f"agent busy: {max_clients} clients are connected; try again")
+                refusals.note(f"{max_clients} clients are connected (the limit)")
                 unread = True
             else:
                 reply, unread = await _answer(reader, dispatch, request_timeout, dispatch_timeout)
@@ -165,13 +182,12 @@ async def serve(path: str, dispatch, *, max_clients: int = MAX_CLIENTS,
             writer.close()
 
     # `limit` bounds what a client can make us buffer: a line longer than this fails fast.
-    server = await asyncio.start_unix_server(on_connect, sock=sock, limit=MAX_REQUEST_BYTES,
-                                             backlog=LISTEN_BACKLOG)
+    server = serve_clients(sock, on_connect, MAX_REQUEST_BYTES, refusals, rate=ACCEPT_RATE)
     _SERVERS[server] = clients
     return server
 
 
-async def stop(server: asyncio.AbstractServer) -> None:
+async def stop(server) -> None:
     """Stop listening, end the connections still open, remove the socket file if it is ours."""
     clients = _SERVERS.pop(server, None)
     server.close()

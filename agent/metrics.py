@@ -15,11 +15,13 @@ import inspect
 import logging
 import math
 import re
+import socket
 import subprocess
 from pathlib import Path
 
 from .drift import OBJECTS
 from .names import RULE_COUNTER_PREFIX
+from .clients import Refusals, serve as serve_clients
 
 SYSFS_NET = Path("/sys/class/net")
 PROC_CONNTRACK = Path("/proc/net/nf_conntrack")
@@ -367,48 +369,98 @@ def prometheus_text(metrics: dict) -> str:
 
 # --- optional HTTP endpoint (--metrics-listen) -------------------------------------------
 
-HTTP_TIMEOUT = 5.0
-MAX_HTTP_HEAD = 8192
+HTTP_TIMEOUT = 5.0  # seconds for the request head to arrive, and again for the reply to be taken
+MAX_HTTP_HEAD = 8192  # bytes of request line and headers together
+MAX_HTTP_CLIENTS = 16  # connections served at once; the next ones are told 503 at once
+HTTP_ACCEPT_RATE = 100  # connections accepted a second (a scraper comes every few seconds)
+HTTP_BACKLOG = 128
 
 
-async def serve_metrics_http(host: str, port: int, get_text) -> asyncio.AbstractServer:
+def _listen(host: str, port: int) -> socket.socket:
+    family, kind, proto, _name, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM,
+                                                             flags=socket.AI_PASSIVE)[0]
+    sock = socket.socket(family, kind, proto)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if family == socket.AF_INET6:
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+        sock.bind(address)
+        sock.listen(HTTP_BACKLOG)
+    except OSError:
+        sock.close()
+        raise
+    return sock
+
+
+async def serve_metrics_http(host: str, port: int, get_text, max_clients: int = MAX_HTTP_CLIENTS):
     """Serve `GET /metrics` on host:port with the text of `get_text()` (plain or async).
 
     Deliberately tiny: HTTP/1.0 semantics, one request per connection, no other paths.
-    Bind it to a loopback or LAN address; it has no authentication."""
+    Bind it to a loopback or LAN address; it has no authentication. Bounded like the control
+    socket: `max_clients` connections at once (503 past that), HTTP_TIMEOUT to send the
+    request and again to take the reply, MAX_HTTP_HEAD bytes of request head; clients are
+    accepted only outside the agent's descriptor reserve (agent/clients.py)."""
 
     async def on_connect(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         head_only = False
         try:
-            status, body, head_only = await asyncio.wait_for(_http_answer(reader, get_text),
-                                                             HTTP_TIMEOUT)
+            status, body, head_only = await _http_answer(reader, get_text)
         except asyncio.TimeoutError:
             status, body = "408 Request Timeout", "request timeout\n"
         except Exception as exc:  # a failing reader must not end the endpoint
             log.exception("metrics endpoint: cannot produce the metrics")
             status, body = "500 Internal Server Error", f"cannot produce the metrics: {exc}\n"
-        payload = body.encode()
-        content_type = PROMETHEUS_CONTENT_TYPE if status.startswith("200") else "text/plain; charset=utf-8"
-        head = (f"HTTP/1.0 {status}\r\nContent-Type: {content_type}\r\n"
-                f"Content-Length: {len(payload)}\r\nConnection: close\r\n\r\n").encode()
-        try:
-            writer.write(head if head_only else head + payload)
-            await asyncio.wait_for(writer.drain(), HTTP_TIMEOUT)
-        except (asyncio.TimeoutError, ConnectionError, OSError):
-            writer.transport.abort()
-        finally:
-            writer.close()
+        await _http_reply(writer, status, body, head_only)
 
-    return await asyncio.start_server(on_connect, host, port, limit=MAX_HTTP_HEAD)
+    busy = _http_bytes("503 Service Unavailable", f"busy: {max_clients} connections are open; try again\n",
+                      extra="Retry-After: 1\r\n")
+    return serve_clients(_listen(host, port), on_connect, MAX_HTTP_HEAD, Refusals("metrics endpoint", log),
+                         max_clients, busy, HTTP_ACCEPT_RATE)
+
+
+def _http_bytes(status: str, body: str, head_only: bool = False, extra: str = "") -> bytes:
+    """A whole HTTP/1.0 reply (without its body for HEAD)."""
+    payload = body.encode()
+    content_type = PROMETHEUS_CONTENT_TYPE if status.startswith("200") else "text/plain; charset=utf-8"
+    head = (f"HTTP/1.0 {status}\r\nContent-Type: {content_type}\r\n{extra}"
+            f"Content-Length: {len(payload)}\r\nConnection: close\r\n\r\n").encode()
+    return head if head_only else head + payload
+
+
+async def _http_reply(writer: asyncio.StreamWriter, status: str, body: str, head_only: bool = False) -> None:
+    try:
+        writer.write(_http_bytes(status, body, head_only))
+        await asyncio.wait_for(writer.drain(), HTTP_TIMEOUT)
+    except (asyncio.TimeoutError, ConnectionError, OSError):
+        writer.transport.abort()
+    finally:
+        writer.close()
+
+
+async def _read_head(reader: asyncio.StreamReader) -> "bytes | None":
+    """The request line, once the whole head has arrived; None when the head is too long."""
+    request_line = await reader.readuntil(b"\n")
+    size = len(request_line)
+    while True:
+        line = await reader.readuntil(b"\n")  # headers: read and ignore
+        size += len(line)
+        if size > MAX_HTTP_HEAD:
+            return None
+        if not line.strip():
+            return request_line
 
 
 async def _http_answer(reader: asyncio.StreamReader, get_text) -> tuple:
+    too_long = ("431 Request Header Fields Too Large",
+                f"request head longer than {MAX_HTTP_HEAD // 1024} KiB\n", False)
     try:
-        request_line = await reader.readuntil(b"\n")
-        while (await reader.readuntil(b"\n")).strip():  # headers: read and ignore
-            pass
-    except (asyncio.IncompleteReadError, asyncio.LimitOverrunError, ValueError):
+        request_line = await asyncio.wait_for(_read_head(reader), HTTP_TIMEOUT)
+    except (asyncio.LimitOverrunError, ValueError):  # one line longer than the stream's limit
+        return too_long
+    except asyncio.IncompleteReadError:
         return "400 Bad Request", "bad request\n", False
+    if request_line is None:
+        return too_long
     parts = request_line.decode("latin-1").split()
     if len(parts) != 3 or not parts[2].startswith("HTTP/"):
         return "400 Bad Request", "bad request\n", False
@@ -419,5 +471,5 @@ async def _http_answer(reader: asyncio.StreamReader, get_text) -> tuple:
         return "405 Method Not Allowed", "only GET /metrics\n", False
     text = get_text()
     if inspect.isawaitable(text):
-        text = await text
+        text = await asyncio.wait_for(text, HTTP_TIMEOUT)
     return "200 OK", text, method == "HEAD"

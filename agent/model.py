@@ -14,6 +14,20 @@ from .policy import PolicyMember
 
 FORMAT_VERSION = 1
 
+# What a tracking setting may be: the compiler's schema and the agent's check of a bundle's
+# manifest (agent/bundle.py, which no sha256 protects) use the same table.
+TRACK_METHODS = ("ping", "httping", "dns", "arping", "none")
+DNS_TYPES = ("A", "AAAA", "NS", "SOA", "TXT", "MX", "CNAME", "PTR")
+TRACK_LIMITS = {  # option -> (kind, lowest, highest); kind: "int", "seconds" or "number"
+    "reliability": ("int", 1, 100), "count": ("int", 1, 100), "up": ("int", 1, 100), "down": ("int", 1, 100),
+    "size": ("int", 1, 65507), "max_ttl": ("int", 1, 255), "http_status": ("int", 0, 599),
+    "timeout": ("seconds", 0.05, 60), "interval": ("seconds", 0.05, 3600),
+    "failure_interval": ("seconds", 0.05, 3600), "recovery_interval": ("seconds", 0.05, 3600),
+    "failure_latency": ("number", 1, 60000), "recovery_latency": ("number", 1, 60000),
+    "failure_loss": ("number", 0, 100), "recovery_loss": ("number", 0, 100),
+}
+TRACK_FLAGS = ("keep_failure_interval", "check_quality")
+
 
 @dataclass(frozen=True)
 class Track:

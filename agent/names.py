@@ -46,6 +46,9 @@ RESERVED_TABLES = {0: "unspec", 253: "default", 254: "main", 255: "local"}
 # (a ruleset load flushes rules, not counters), so the figure never drops back to 0.
 RULE_COUNTER_PREFIX = "rule_"
 
+DNS_NAME_RE = re.compile(r"^(\.|([A-Za-z0-9_]([A-Za-z0-9_-]{0,62})\.?)+)\Z")  # a probe's query, a target
+URL_RE = re.compile(r"^https?://[A-Za-z0-9._~:/?#\[\]@!$&()*+,;=%-]+\Z")  # an httping URL
+
 NAME_SHAPE = "name (1-32 characters: letters, digits, underscore)"
 TABLE_SHAPE = "nft table name (a letter, then up to 31 letters, digits or '_')"
 DEVICE_SHAPE = "device name (1-15 characters: letters, digits, '_', '.', '-')"

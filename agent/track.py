@@ -95,7 +95,9 @@ class Tracker:
 
         An interface that is no longer tracked takes the state of an untracked one (link and
         initial_state) instead: no round would ever move it out of what tracking left. An
-        administrative disable stays."""
+        administrative disable stays. Only changed settings (or a moved device) start a round
+        at once: a reload keeps the probe rhythm."""
+        changed = (iface.track, iface.device, iface.family) != (self.iface.track, self.iface.device, self.iface.family)
         self.iface = iface
         self.settings = settings_of(iface)
         self.health = hl.rebase(self.health, self.settings)
@@ -104,7 +106,8 @@ class Tracker:
         if not is_tracked(iface) and self.health.status is not hl.Status.DISABLED:
             self._generation += 1  # a round still running measured what is no longer tracked
             self._apply(_untracked_step(self.health, self.settings))
-        self._wake.set()
+        if changed:
+            self._wake.set()
 
     # -- the task ------------------------------------------------------------------------------
 

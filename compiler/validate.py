@@ -14,9 +14,10 @@ import re
 import voluptuous as vol
 
 from netpath.agent import marks
-from netpath.agent.names import (AGENT_LOG_LEVELS, DEVICE_RE, DEVICE_SHAPE, NAME_RE, NAME_SHAPE,
-                                 NFT_KEYWORDS, RESERVED_TABLES, TABLE_RE, TABLE_SHAPE, host_port,
-                                 plain_ip)
+from netpath.agent.model import DNS_TYPES, TRACK_LIMITS, TRACK_METHODS
+from netpath.agent.names import (AGENT_LOG_LEVELS, DEVICE_RE, DEVICE_SHAPE, DNS_NAME_RE, NAME_RE,
+                                 NAME_SHAPE, NFT_KEYWORDS, RESERVED_TABLES, TABLE_RE, TABLE_SHAPE, URL_RE,
+                                 host_port, plain_ip)
 from netpath.agent.policy import LAST_RESORTS, MODES
 
 from .load import MAX_INT_DIGITS, TRACK_OPTIONS, clip, shown
@@ -33,14 +34,11 @@ MAX_PROBLEMS = 50  # error lines printed; then a count of the rest
 INT_TEXT = re.compile(r"[+-]?(0[xX][0-9A-Fa-f]+|[0-9]+)\Z")
 DECIMAL_TEXT = re.compile(r"[+-]?([0-9]+(\.[0-9]*)?|\.[0-9]+)([eE][+-]?[0-9]{1,4})?\Z")
 HEX_TEXT = re.compile(r"(0[xX])?[0-9A-Fa-f]{1,8}\Z")
-# NAME_RE, TABLE_RE and DEVICE_RE live in netpath.agent.names: the agent checks a bundle
-# against the same patterns. `\Z`, not `$`: `$` also matches before a trailing newline.
-DNS_NAME_RE = re.compile(r"^(\.|([A-Za-z0-9_]([A-Za-z0-9_-]{0,62})\.?)+)\Z")
-URL_RE = re.compile(r"^https?://[A-Za-z0-9._~:/?#\[\]@!$&()*+,;=%-]+\Z")
-TRACK_METHODS = ("ping", "httping", "dns", "arping", "none")
+# NAME_RE, TABLE_RE, DEVICE_RE, DNS_NAME_RE and URL_RE live in netpath.agent.names, the
+# tracking methods and limits in netpath.agent.model: the agent checks a bundle against the
+# same patterns and bounds. `\Z`, not `$`: `$` also matches before a trailing newline.
 FLUSH_EVENTS = ("ifup", "ifdown", "connected", "disconnected")
 LOG_LEVELS = ("emerg", "alert", "crit", "err", "warn", "notice", "info", "debug")
-DNS_TYPES = ("A", "AAAA", "NS", "SOA", "TXT", "MX", "CNAME", "PTR")
 PROTOCOLS = {"all": None, "tcp": 6, "udp": 17, "icmp": 1, "icmpv6": 58, "esp": 50, "ah": 51,
              "gre": 47, "sctp": 132, "udplite": 136}
 SPECIAL_TARGETS = ("unreachable", "blackhole", "default")
@@ -356,6 +354,11 @@ def TrackTarget(value):
     raise vol.Invalid(f"{shown(value)} is neither an IP address nor a host name")
 
 
+def _limited(option: str):
+    kind, lo, hi = TRACK_LIMITS[option]
+    return {"int": Int, "seconds": Seconds, "number": Number}[kind](lo, hi)
+
+
 # --- the schema ------------------------------------------------------------------------------
 
 GLOBALS = {
@@ -374,28 +377,28 @@ GLOBALS = {
 TRACK = {
     vol.Optional("method", default="ping"): OneOf(*TRACK_METHODS),
     vol.Optional("targets", default=[]): Unique(ListOf(TrackTarget)),
-    vol.Optional("reliability", default=1): Int(1, 100),
-    vol.Optional("count", default=1): Int(1, 100),
+    vol.Optional("reliability", default=1): _limited("reliability"),
+    vol.Optional("count", default=1): _limited("count"),
     # Detect a dead uplink within 10 s with one probe per target per second at most:
     # interval + down x timeout + (down - 1) x failure_interval = 1 + 3 x 2 + 2 x 1 = 9 s
     # (docs/config.md). mwan3's 10 / 4 / 5 take 70 s; import-mwan3 writes them explicitly.
-    vol.Optional("timeout", default=2.0): Seconds(0.05, 60),
-    vol.Optional("interval", default=1.0): Seconds(0.05, 3600),
-    vol.Optional("failure_interval"): Seconds(0.05, 3600),
-    vol.Optional("recovery_interval"): Seconds(0.05, 3600),
+    vol.Optional("timeout", default=2.0): _limited("timeout"),
+    vol.Optional("interval", default=1.0): _limited("interval"),
+    vol.Optional("failure_interval"): _limited("failure_interval"),
+    vol.Optional("recovery_interval"): _limited("recovery_interval"),
     vol.Optional("keep_failure_interval", default=False): Bool,
-    vol.Optional("up", default=3): Int(1, 100),
-    vol.Optional("down", default=3): Int(1, 100),
+    vol.Optional("up", default=3): _limited("up"),
+    vol.Optional("down", default=3): _limited("down"),
     vol.Optional("initial_state", default="online"): OneOf("online", "offline"),
     vol.Optional("check_quality", default=False): Bool,
-    vol.Optional("failure_latency", default=1000.0): Number(1, 60000),
-    vol.Optional("recovery_latency", default=500.0): Number(1, 60000),
-    vol.Optional("failure_loss", default=40.0): Number(0, 100),
-    vol.Optional("recovery_loss", default=10.0): Number(0, 100),
-    vol.Optional("size", default=56): Int(1, 65507),
-    vol.Optional("max_ttl", default=60): Int(1, 255),
+    vol.Optional("failure_latency", default=1000.0): _limited("failure_latency"),
+    vol.Optional("recovery_latency", default=500.0): _limited("recovery_latency"),
+    vol.Optional("failure_loss", default=40.0): _limited("failure_loss"),
+    vol.Optional("recovery_loss", default=10.0): _limited("recovery_loss"),
+    vol.Optional("size", default=56): _limited("size"),
+    vol.Optional("max_ttl", default=60): _limited("max_ttl"),
     vol.Optional("http_url"): Url,
-    vol.Optional("http_status", default=200): Int(0, 599),
+    vol.Optional("http_status", default=200): _limited("http_status"),
     vol.Optional("dns_query", default="."): DnsName,
     vol.Optional("dns_type", default="NS"): OneOf(*DNS_TYPES),
 }

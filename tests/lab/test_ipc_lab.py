@@ -160,10 +160,11 @@ def wait_for(condition, timeout: float, what: str, step: float = 0.1):
     raise AssertionError(f"not within {timeout} s: {what}")
 
 
-def start_ready(lab, ns: str, args: list, out: Path) -> subprocess.Popen:
-    """One of this file's helper programs in `ns`, stdout to `out`; waits for its READY line."""
+def start_ready(lab, ns: str, args: list, out: Path, script: Path = HERE) -> subprocess.Popen:
+    """One of this file's helper programs (or another `script`'s) in `ns`, stdout to `out`;
+    waits for its READY line."""
     with open(out, "w") as stdout:
-        process = lab.popen(ns, [sys.executable, "-u", HERE, *map(str, args)], stdout=stdout,
+        process = lab.popen(ns, [sys.executable, "-u", script, *map(str, args)], stdout=stdout,
                             stderr=subprocess.PIPE)
     wait_for(lambda: "READY" in out.read_text() or process.poll() is not None, 10, f"{args[0]} ready")
     if process.poll() is not None:

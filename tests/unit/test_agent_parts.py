@@ -72,6 +72,39 @@ def test_a_hook_that_hangs_is_killed_and_the_loop_keeps_running(tmp_path):
     assert ticks >= 5  # the loop ran while the hook hung
 
 
+def test_a_hook_that_prints_forever_costs_no_memory_and_is_killed_at_its_limit(tmp_path, caplog):
+    """`yes` writes some hundred MB/s into the agent's pipe: the agent keeps only the last
+    few KiB (for the log line) and kills the hook at its time limit."""
+    import tracemalloc
+
+    pid_file = tmp_path / "pid"
+    script = write_script(tmp_path / "chatty", f"echo $$ > {pid_file}\nexec yes\n")
+    env = {"ACTION": "ifup", "INTERFACE": "wan", "DEVICE": "eth0", "PATH": os.environ["PATH"]}
+
+    async def run():
+        tracemalloc.start()
+        try:
+            status = await hooks.run_script(script, env, timeout=2.0)
+            return status, tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+
+    status, peak = asyncio.run(run())
+    print(f"peak Python memory while `yes` ran for 2 s: {peak / 1024:.0f} KiB")
+    assert status is None  # killed at its time limit
+    with pytest.raises(ProcessLookupError):
+        os.kill(int(pid_file.read_text()), 0)
+    assert peak < 4 * 1024 * 1024, peak
+
+    loud = write_script(tmp_path / "loud", "i=0; while [ $i -lt 20000 ]; do echo line $i; i=$((i+1)); done\n"
+                                           "echo the last words; exit 3\n")
+    with caplog.at_level("WARNING", logger="netpath.hooks"):
+        assert asyncio.run(hooks.run_script(loud, env, timeout=20)) == 3
+    message = caplog.records[-1].getMessage()
+    assert "exited 3" in message and message.endswith("the last words") and "line 19999" in message
+    assert len(message) < hooks.OUTPUT_KEPT + 500
+
+
 def test_missing_hooks_directory_is_no_hooks(tmp_path):
     assert hooks.scripts(tmp_path / "absent") == []
 

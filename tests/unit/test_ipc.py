@@ -579,3 +579,59 @@ def test_client_errors_name_the_problem(sockdir):
     finally:
         mute.close()
         os.unlink(path)
+
+
+HOLD_CONNECTIONS = """
+import socket, sys, time
+held = []
+for _ in range(int(sys.argv[2])):
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    s.setblocking(False)
+    s.connect_ex(sys.argv[1])
+    held.append(s)
+print("READY", flush=True)
+time.sleep(30)
+"""
+
+
+def test_clients_are_never_accepted_into_the_descriptor_reserve(sockdir):
+    """With few descriptors left, the server accepts until FD_RESERVE remain and no further:
+    the other clients wait in the kernel's backlog, and the agent can still open sockets
+    (for its probes). The clients are another process, as they would be."""
+    import resource
+    import subprocess
+
+    from netpath.agent import clients
+
+    path = os.path.join(sockdir, "np.sock")
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    holder = None
+
+    async def hold(request):
+        await asyncio.sleep(30)
+        return {"ok": True}
+
+    async def scenario():
+        nonlocal holder
+        server = await ipc.serve(path, hold)
+        try:
+            spare = 10
+            resource.setrlimit(resource.RLIMIT_NOFILE, (soft - clients.fds_left() + clients.FD_RESERVE + spare, hard))
+            holder = subprocess.Popen([sys.executable, "-c", HOLD_CONNECTIONS, path, "40"], stdout=subprocess.PIPE)
+            await asyncio.to_thread(holder.stdout.readline)
+            await asyncio.sleep(1.0)  # time to accept all 40, if it would
+            accepted = len(server.tasks)
+            left = clients.fds_left()
+            probe = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)  # what a probe round opens
+            probe.close()
+            return accepted, left
+        finally:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+            if holder is not None:
+                holder.kill()
+                holder.wait(5)
+            await ipc.stop(server)
+
+    accepted, left = run(scenario())
+    assert 5 <= accepted <= 10, accepted  # the spare ones (less the holder's pipe), not 40
+    assert left == clients.FD_RESERVE

@@ -277,6 +277,42 @@ def test_metrics_http_endpoint_survives_a_failing_reader_and_garbage():
     assert garbage.startswith(b"HTTP/1.0 400")
 
 
+def test_metrics_http_endpoint_bounds_clients_time_and_request_size(monkeypatch):
+    """Past max_clients a connection is told 503 at once; an idle one gets 408 after the time
+    limit; a request head over 8 KiB gets 431. Real TCP connections on loopback."""
+    monkeypatch.setattr(metrics, "HTTP_TIMEOUT", 0.5)
+
+    async def scenario():
+        server = await metrics.serve_metrics_http("127.0.0.1", 0, lambda: "up 1\n", max_clients=2)
+        port = server.sockets[0].getsockname()[1]
+        try:
+            idle = [await asyncio.open_connection("127.0.0.1", port) for _ in range(2)]
+            while len(server.tasks) < 2:
+                await asyncio.sleep(0.01)
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            busy = await asyncio.wait_for(reader.read(), 2)
+            writer.close()
+            timed_out = [await asyncio.wait_for(r.read(), 5) for r, _ in idle]
+            for _, w in idle:
+                w.close()
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            writer.write(b"GET /metrics HTTP/1.0\r\n")  # then 100 headers of 110 bytes each
+            writer.write(b"\r\n".join(b"X-Pad-%d: %s" % (i, b"a" * 100) for i in range(100)) + b"\r\n\r\n")
+            too_long = await asyncio.wait_for(reader.read(), 5)
+            writer.close()
+            fine = await asyncio.to_thread(_http, port, "GET", "/metrics")
+            return busy, timed_out, too_long, fine
+        finally:
+            server.close()
+            await server.wait_closed()
+
+    busy, timed_out, too_long, fine = asyncio.run(scenario())
+    assert busy.startswith(b"HTTP/1.0 503 Service Unavailable") and b"Retry-After: 1" in busy
+    assert all(t.startswith(b"HTTP/1.0 408") for t in timed_out)
+    assert too_long.startswith(b"HTTP/1.0 431")
+    assert fine[0] == 200 and fine[2] == "up 1\n"
+
+
 # --- kernel readers inside namespaces of our own ---------------------------------------------
 
 def sh(*argv, ns=None, check=True, timeout=30, **kw):
