@@ -373,6 +373,8 @@ class Agent:
         if step.changed or step.events:
             self._spawn(self._after_change(tracker, step.events, step.changed), f"change-{tracker.name}")
             self._changed()
+        elif new.targets and not before.targets:
+            self._changed()  # the first figures (latency, loss) since start or the link came back
 
     async def _after_change(self, tracker: Tracker, events: tuple, changed: bool = True) -> None:
         if not await self.sync():

@@ -13,7 +13,7 @@ serves reads from them with a `cat`. For the socket /var/run/netpath.sock:
 
 Each reply carries "snapshot": the time it was taken. The files are rewritten (temp file,
 rename: a reader sees the old or the new file, never half of one) as soon as something
-changes (a state change, an admin change, a reload) and every INTERVAL seconds for the
+changes (a state change, an admin change, a reload) and every INTERVAL (2) seconds for the
 figures (latency, traffic; the connection counts may be up to 30 s old, counting a large
 conntrack table costs more than the rest), and removed when the agent stops. /var/run is a tmpfs: no fsync.
 """
@@ -26,7 +26,7 @@ import logging
 import os
 import time
 
-INTERVAL = 5.0  # seconds: LuCI's default poll interval
+INTERVAL = 2.0  # seconds: well inside LuCI's default poll interval (5 s)
 SETTLE = 0.05  # seconds: a burst of changes (one swap moves several interfaces) is one write
 
 log = logging.getLogger("netpath.snapshot")

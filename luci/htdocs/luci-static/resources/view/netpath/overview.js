@@ -213,6 +213,12 @@ return view.extend({
 	addSample(iface, now) {
 		const list = this.samples[iface.name] || (this.samples[iface.name] = []);
 		const prev = list.length ? list[list.length - 1] : null;
+
+		// a reply from the agent's status snapshot carries the time it was taken: the same
+		// snapshot polled twice is one sample, and rates divide by the agent's clock
+		if (prev && prev.time === now)
+			return list;
+
 		const sample = {
 			time: now,
 			latency: iface.latency ? iface.latency.avg : null,
@@ -370,7 +376,7 @@ return view.extend({
 		}
 
 		dom.content(uplinks, status.interfaces.length
-			? status.interfaces.map((iface) => this.renderUplink(iface, this.addSample(iface, now)))
+			? status.interfaces.map((iface) => this.renderUplink(iface, this.addSample(iface, status.snapshot || now)))
 			: E('em', {}, [ status.enabled === false ? _('No interface is tracked while NetPath is disabled.')
 				: _('No interfaces are configured.') ]));
 
