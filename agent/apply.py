@@ -459,7 +459,7 @@ def main(argv, prog="netpath apply") -> int:
     p.add_argument("--down", action="append", default=[], metavar="IFACE",
                    help="treat this interface as down (repeatable)")
     p.add_argument("--force", action="store_true",
-                   help="change the kernel even while an agent owns it (the agent does not notice)")
+                   help="change the kernel even while an agent owns it (a running agent repairs its own state)")
     args = p.parse_args(argv)
     claim = None
     if not args.force:
