@@ -29,7 +29,6 @@ from __future__ import annotations
 import ipaddress
 import json
 import logging
-import struct
 import time
 
 from . import links
@@ -55,13 +54,7 @@ def _name(value: bytes) -> str:
 def concerns(data: bytes, table: str, owned_sets) -> bool:
     """Whether a NETLINK_NETFILTER datagram tells of a change to `table`'s structure or to
     the elements of one of its `owned_sets`."""
-    offset = 0
-    while offset + 16 <= len(data):
-        length, kind = struct.unpack_from("=IH", data, offset)
-        if length < 16:
-            break
-        body = data[offset + 16:offset + length]
-        offset += (length + 3) & ~3
+    for kind, body in links.split(data):
         if kind >> 8 != NFNL_SUBSYS_NFTABLES or kind & 0xFF in NFT_MSG_IGNORED:
             continue
         attrs = links._attributes(body, 4)  # after struct nfgenmsg

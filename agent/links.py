@@ -68,18 +68,23 @@ def _attributes(data: bytes, offset: int) -> dict:
     return attrs
 
 
-def decode(data: bytes) -> list:
-    """The rtnetlink messages in one datagram, as dicts with the fields the agent uses
-    (the keys pyroute2 would give them): event, index, ifname, flags, operstate, carrier,
-    table, oif, protocol (of a rule). NLMSG_ERROR becomes {"event": "error", "errno": n}; NLMSG_DONE {"event": "done"}."""
-    messages = []
+def split(data: bytes):
+    """(message type, payload after struct nlmsghdr) of each netlink message in a datagram."""
     offset = 0
     while offset + 16 <= len(data):
         length, kind = struct.unpack_from("=IH", data, offset)
         if length < 16:
             break
-        body = data[offset + 16:offset + length]
+        yield kind, data[offset + 16:offset + length]
         offset += (length + 3) & ~3
+
+
+def decode(data: bytes) -> list:
+    """The rtnetlink messages in one datagram, as dicts with the fields the agent uses
+    (the keys pyroute2 would give them): event, index, ifname, flags, operstate, carrier,
+    table, oif, protocol (of a rule). NLMSG_ERROR becomes {"event": "error", "errno": n}; NLMSG_DONE {"event": "done"}."""
+    messages = []
+    for kind, body in split(data):
         if kind == NLMSG_DONE:
             messages.append({"event": "done"})
         elif kind == NLMSG_ERROR:
