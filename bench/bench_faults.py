@@ -14,8 +14,11 @@ strictly between wan1 and wan2), probes every second. For each fault:
   resolution; the `none` row is this floor, measured interleaved with the faults);
 * the agent's RSS and open fds before and after the whole series.
 
-Faults of items 1-2 of the reliability issue (drift, crash restart), plus the IPv6 side event
-(netifd's `ifdown wan1_6` must not touch IPv4).
+Faults of the reliability issue: kernel drift and crash restarts, and the guards around
+them: netifd's `ifdown wan1_6` (must not touch IPv4), a second agent and `netpath apply
+--remove` while one runs (refused, exit 2: *repaired* is the time to the refusal), a storm of
+20 SIGHUPs (at most one more reload: *repaired* is the time until the reloads are over). The
+metrics-endpoint flood and the endless hook are measured by tests/lab/test_agent_guard.py.
 """
 
 from __future__ import annotations
@@ -33,7 +36,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests"))
 
 from lab import netlab  # noqa: E402
-from lab.agentlab import RunningAgent, agent_config, compile_bundle, reset_lab, wait_balanced  # noqa: E402
+from lab.agentlab import AGENT, NETPATH, RunningAgent, agent_config, compile_bundle, reset_lab, wait_balanced  # noqa: E402
 
 BOTH, WAN2 = ("wan1", "wan2"), ("wan2",)
 
@@ -56,6 +59,7 @@ class Bench:
         self.bundle = compile_bundle(workdir, agent_config(mode="balanced", metrics={1: 1, 2: 1}))
         self.agent: "RunningAgent | None" = None
         self.starts = 0
+        self.storm_reloads: list = []
 
     def start(self) -> RunningAgent:
         self.starts += 1
@@ -152,6 +156,33 @@ class Bench:
         self.agent.request("ifevent", action="ifdown", interface="wan1_6")
         return time.time(), BOTH  # nothing to repair: IPv4 must simply stay balanced
 
+    def second_agent(self):
+        """Another netpath-agent on another socket: it must find the running one and exit 2."""
+        done = self.lab.run("router", [AGENT, "--bundle", str(self.bundle), "--socket",
+                                       str(self.workdir / "second.sock"), "--hooks", str(self.workdir / "none")],
+                            check=False)
+        if done.returncode != 2:
+            raise RuntimeError(f"a second agent exited {done.returncode}: {done.stderr}")
+        return time.time(), BOTH
+
+    def apply_remove(self):
+        """`netpath apply --remove` while the agent runs: refused (exit 2), nothing changes."""
+        done = self.lab.run("router", [NETPATH, "apply", "--remove"], check=False)
+        if done.returncode != 2:
+            raise RuntimeError(f"apply --remove exited {done.returncode}: {done.stderr}")
+        return time.time(), BOTH
+
+    def sighup_storm(self):
+        """20 SIGHUPs at once: at most two reloads, the traffic stays balanced."""
+        reloads = self.agent.log().count("reloaded bundle")
+        for _ in range(20):
+            self.agent.send_signal(signal.SIGHUP)
+        self.until(lambda: self.agent.log().count("reloaded bundle") > reloads)
+        time.sleep(0.5)  # the one more reload the storm may bring
+        settled = time.time()
+        self.storm_reloads.append(self.agent.log().count("reloaded bundle") - reloads)
+        return settled, BOTH
+
     def after_ifdown_wan1_6(self) -> None:
         self.agent.request("ifevent", action="ifup", interface="wan1_6")
         time.sleep(0.3)
@@ -194,6 +225,9 @@ def main() -> None:
             ("kill -9, carrier lost, restart", b.kill9_carrier, b.after_carrier_fault),
             ("kill -9, wan2 blackholed, restart", b.kill9_blackhole, b.after_blackhole),
             ("ifdown wan1_6 (IPv6 side event)", b.ifdown_wan1_6, b.after_ifdown_wan1_6),
+            ("a second netpath-agent started", b.second_agent, None),
+            ("netpath apply --remove (no --force)", b.apply_remove, None),
+            ("20 SIGHUPs at once", b.sighup_storm, None),
         ]
         results = {name: ([], []) for name, _f, _a in faults}
         footprints = {}
@@ -219,6 +253,7 @@ def main() -> None:
                   f"{statistics.median(balanced):7.2f} /{max(balanced):5.2f} s {ratio:6.1f}x  "
                   f"{footprints[name][0]} -> {footprints[name][1]}")
         print(f"agent at the start: {first}; at the end: {last} (agent {b.starts}, after {b.starts - 1} restarts)")
+        print(f"reloads per storm of 20 SIGHUPs: {b.storm_reloads}")
         print(f"structure listing (after each own write, and per comparison): {structure_listing_ms(lab)}")
         b.agent.stop()
         reset_lab(lab)
