@@ -135,6 +135,35 @@ def conntrack_script(script: str) -> dict:
     return json.loads(proc.stdout)
 
 
+FORGET = textwrap.dedent("""
+    import asyncio, json, subprocess
+    from netpath.agent import conntrack
+    def add(*args):
+        subprocess.run(["conntrack", "-I", "--timeout", "100", *args], check=True, capture_output=True)
+    udp = ["-p", "udp", "--dport", "53", "-d", "203.0.113.10"]
+    add(*udp, "-s", "192.0.2.1", "--sport", "1001", "--mark", str(0x100))            # unanswered: goes
+    add("-p", "tcp", "--state", "SYN_SENT", "-s", "192.0.2.2", "-d", "203.0.113.10", "--sport", "1002",
+        "--dport", "80", "--mark", str(0x100 | 0x10000))                             # SYN_SENT, other bits: goes
+    add(*udp, "-s", "192.0.2.3", "--sport", "1003", "--mark", str(0x100), "--status", "SEEN_REPLY")  # answered
+    add(*udp, "-s", "192.0.2.4", "--sport", "1004", "--mark", str(0x200))            # another WAN's
+    add("-p", "udp", "-s", "2001:db8::1", "-d", "2001:db8::53", "--sport", "1005", "--dport", "53",
+        "--mark", str(0x100))                                                        # the other family
+    deleted = asyncio.run(conntrack.forget_unreplied(0x100, 0x3f00, "ipv4"))
+    left = subprocess.run(["conntrack", "-L", "-f", "ipv4"], capture_output=True, text=True).stdout
+    left6 = subprocess.run(["conntrack", "-L", "-f", "ipv6"], capture_output=True, text=True).stdout
+    print(json.dumps({"deleted": deleted, "left": left, "left6": left6}))
+""")
+
+
+@pytest.mark.lab
+def test_forget_unreplied_deletes_only_the_unanswered_entries_of_the_mark():
+    result = conntrack_script(FORGET)
+    assert result["deleted"] == 2
+    kept = sorted(line.split("sport=")[1].split()[0] for line in result["left"].splitlines() if "sport=" in line)
+    assert kept == ["1003", "1004"], result["left"]
+    assert "sport=1005" in result["left6"]
+
+
 @pytest.mark.lab
 def test_conntrack_flush_deletes_only_the_marked_flows():
     result = conntrack_script(FLUSH)
