@@ -79,28 +79,44 @@ def _ports(ranges) -> str:
     return _elements(str(lo) if lo == hi else f"{lo}-{hi}" for lo, hi in ranges)
 
 
-def _address(direction: str, family: str, matches) -> list:
-    """`ip saddr { ... }`, or `ip saddr & 0.0.0.1 == 0.0.0.0` for a non-contiguous netmask."""
+def _address_alternatives(direction: str, family: str, matches) -> list:
+    """The ways an address list can match, any one of them enough: `ip saddr { ... }` for
+    the plain prefixes, and `ip saddr & 0.0.0.1 == 0.0.0.0` for each non-contiguous netmask
+    (nft has no set of those). [""] when the rule has no addresses of this kind."""
+    if not matches:
+        return [""]
     field = f"{L3[family]} {direction}"
     own = [m for m in matches if m.family == family]
-    masked = [m for m in own if m.netmask]
     plain = [m.address for m in own if not m.netmask]
-    parts = [f"{field} & {m.netmask} == {m.address}" for m in masked]
+    out = [f"{field} & {m.netmask} == {m.address}" for m in own if m.netmask]
     if plain:
-        parts.append(f"{field} {_elements(plain)}")
-    return parts
+        out.insert(0, f"{field} {_elements(plain)}")
+    return out
 
 
-def rule_matches(rule: Rule, family: str) -> str:
-    """The match part of one user rule, for one family."""
+def rule_match_lines(rule: Rule, family: str) -> list:
+    """The match part of one user rule for one family: one line per alternative (a rule
+    whose addresses mix netmasks with prefixes needs several; a packet matching any of
+    them matches the rule), each the conjunction of the rule's fields."""
+    return [rule_matches(rule, family, src, dest)
+            for src in _address_alternatives("saddr", family, rule.src)
+            for dest in _address_alternatives("daddr", family, rule.dest)]
+
+
+def rule_matches(rule: Rule, family: str, src: "str | None" = None, dest: "str | None" = None) -> str:
+    """The match part of one user rule, for one family, with one alternative of its source
+    and destination addresses (`src`/`dest`; default: the only one)."""
+    if src is None:
+        (src,) = _address_alternatives("saddr", family, rule.src)
+    if dest is None:
+        (dest,) = _address_alternatives("daddr", family, rule.dest)
     parts = [f"meta nfproto {family}"]
     if rule.src_iface:
         parts.append(f'iifname "{rule.src_iface}"')
     proto = rule.proto
     if proto != "all" and not (rule.src_port or rule.dest_port):
         parts.append(f"meta l4proto {proto}")
-    parts += _address("saddr", family, rule.src)
-    parts += _address("daddr", family, rule.dest)
+    parts += [p for p in (src, dest) if p]
     if rule.src_set:
         parts.append(f"{L3[family]} saddr @{user_set(rule.src_set, family)}")
     if rule.dest_set:

@@ -14,7 +14,7 @@ import jinja2
 from netpath.agent.model import Model
 from netpath.agent.policy import alive_from_mask, decide
 
-from . import nftrules
+from . import nftrules, rulechains
 
 GENERATOR = "NetPath 0.1.0"
 TEMPLATE_DIR = Path(__file__).resolve().parent.parent / "templates"
@@ -74,6 +74,7 @@ def render(model: Model, source_name: str) -> dict:
     files = {}
     view = dict(common,
                 sticky=_sticky_view(model),
+                rule_chains=rulechains.build(model),
                 wan_devices=nftrules.device_set(model),
                 masquerade=[i for i in model.interfaces if i.enabled and i.masquerade],
                 enabled_interfaces=[i for i in model.interfaces if i.enabled],

@@ -25,7 +25,7 @@ from .load import MAX_INT_DIGITS, TRACK_OPTIONS, clip, shown
 # Scale limits (docs/config.md, "Limits"). State files grow as 2^members per policy.
 MAX_MEMBERS_PER_POLICY = 10
 MAX_STATE_FILES = 4096  # over all policies of a bundle
-MAX_RULES = 1000
+MAX_RULES = 10000  # runs of rules are verdict-map lookups (rulechains); 5,000 compile in 0.3 s
 MAX_TARGETS = 32  # per interface
 MAX_ADDRESSES = 256  # src_ip/dest_ip entries per rule
 MAX_PROBLEMS = 50  # error lines printed; then a count of the rest

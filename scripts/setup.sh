@@ -5,7 +5,8 @@ set -eu
 cd "$(dirname "$0")/.."
 
 PACKAGES="nftables python3-nftables python3-venv python3-dev iproute2 conntrack iputils-ping \
-shellcheck busybox socat util-linux procps ca-certificates nodejs chromium fonts-dejavu-core prometheus"
+shellcheck busybox socat util-linux procps ca-certificates nodejs chromium fonts-dejavu-core prometheus \
+iperf3 gcc libc6-dev"
 missing=""
 for p in $PACKAGES; do
 	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing="$missing $p"

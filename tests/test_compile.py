@@ -105,10 +105,19 @@ def test_every_rule_carries_a_comment_naming_its_config_section(example):
     rules = {r.name for r in result.model.rules}
     policies = {p.name for p in result.model.policies}
     ruleset = result.files["ruleset.nft"]
-    chain = re.search(r"\tchain rules \{\n(.*?)\t\}", ruleset, re.S).group(1)
-    for line in chain.splitlines():
-        named = re.search(r'comment "rule (\w+)"$', line)
-        assert named and named.group(1) in rules, line
+    # `rules` only dispatches by family; each line of a family's chain or of a rule's own
+    # matched_<rule> chain names its rule, or the first and last rule of a run.
+    chains = dict(re.findall(r"\tchain (rules\w*|matched_\w+) \{\n(.*?)\t\}", ruleset, re.S))
+    assert chains.pop("rules").strip() == \
+        "meta nfproto vmap { ipv4 : goto rules_ipv4, ipv6 : goto rules_ipv6 }"
+    assert {"rules_ipv4", "rules_ipv6"} <= set(chains)
+    for chain, body in chains.items():
+        for line in body.splitlines():
+            named = re.search(r'comment "rule (\w+)"$', line) or \
+                re.search(r'comment "rules (\w+) \.\. (\w+) \(\d+\)"$', line)
+            assert named and set(named.groups()) <= rules, line
+            if chain.startswith("matched_"):
+                assert named.group(1) == chain[len("matched_"):], line
     for relpath, text in result.files.items():
         if not relpath.startswith("states/"):
             continue

@@ -421,7 +421,9 @@ def test_ruleset_the_kernel_rejects_leaves_the_running_one(lab3, tmp_path):
     before = _host_state(lab3)
     bad = compile_bundle(tmp_path, uci_config(ONLY, ONLY_POLICIES, [("all", {"policy": "via2"})]), "bad")
     ruleset = bad / "ruleset.nft"
-    ruleset.write_text(ruleset.read_text().replace("goto policy_via2 comment", "goto policy_nowhere comment"))
+    text = ruleset.read_text()
+    assert 'goto policy_via2 comment "rule all"' in text
+    ruleset.write_text(text.replace('goto policy_via2 comment "rule all"', 'goto policy_nowhere comment "rule all"'))
     manifest = json.loads((bad / "manifest.json").read_text())
     import hashlib
     manifest["files"]["ruleset.nft"] = hashlib.sha256(ruleset.read_bytes()).hexdigest()

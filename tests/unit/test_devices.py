@@ -120,6 +120,8 @@ def test_src_iface_takes_the_same_mapping_as_ifname(tmp_path, with_ubus, lan, wa
              json.loads((tmp_path / "bundle" / "manifest.json").read_text())["model"]["rules"]}
     assert (rules["from_lan"], rules["from_wan"], rules["from_device"]) == (lan, wan, "eth9")
     ruleset = (tmp_path / "bundle" / "ruleset.nft").read_text()
-    assert f'iifname "{lan}"' in ruleset
+    # the three rules test iifname only: one verdict-map lookup (compiler/rulechains.py)
+    assert (f'iifname vmap {{ "{lan}" : goto matched_from_lan, "{wan}" : goto matched_from_wan, '
+            '"eth9" : goto matched_from_device }') in ruleset
     if with_ubus:
         assert "rule 'from_lan': OpenWrt interface 'lan' is device 'br-lan' now" in proc.stderr

@@ -142,3 +142,15 @@ def test_the_kernel_accepts_every_match_form_and_a_hostile_comment():
     proc = subprocess.run(["unshare", "-n", "nft", "-c", "-f", "-"], input=table, capture_output=True,
                           text=True, timeout=60)
     assert proc.returncode == 0, proc.stderr + table
+
+
+def test_addresses_that_mix_netmasks_and_prefixes_match_any_of_them():
+    """One line per alternative: `ip daddr & m == a` cannot share a set with prefixes, and
+    ANDing them would demand that a packet match all of them."""
+    r = rule(dest=(Match("ipv4", "10.1.2.3", ""), Match("ipv4", "10.0.0.7", "255.0.0.255"),
+                   Match("ipv4", "203.0.113.9", "")),
+             src=(Match("ipv4", "10.0.0.1", "255.0.0.255"), Match("ipv4", "10.0.0.2", "255.0.0.255")))
+    assert nftrules.rule_match_lines(r, "ipv4") == [
+        f"meta nfproto ipv4 ip saddr & 255.0.0.255 == 10.0.0.{s} {d}"
+        for s in (1, 2) for d in ("ip daddr { 10.1.2.3, 203.0.113.9 }", "ip daddr & 255.0.0.255 == 10.0.0.7")]
+    assert nftrules.rule_match_lines(rule(), "ipv6") == ["meta nfproto ipv6"]
