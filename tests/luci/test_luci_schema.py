@@ -194,3 +194,40 @@ def test_add_rule_finds_the_catch_all_rule_as_the_compiler_does():
         compiler.append(resolve.catch_all(model.rules[0]))
     assert browser == compiler
     assert set(compiler) == {True, False}
+
+
+# The forms leave a value equal to an option's default out of the file (schema.js namedGrid),
+# so every default a view declares must be the compiler's: otherwise choosing it would
+# silently mean the compiler's other default.
+VIEW_SCHEMAS = {"interfaces.js": ("INTERFACE", "GLOBALS"), "members.js": ("MEMBER",),
+                "policies.js": ("POLICY",), "rules.js": ("RULE",)}
+
+
+def test_the_defaults_the_views_declare_are_the_compilers():
+    from netpath.compiler.load import TRACK_OPTIONS
+
+    views = SCHEMA_JS.parents[1] / "view" / "netpath"
+    compared = 0
+    for view, schema_names in VIEW_SCHEMAS.items():
+        text = (views / view).read_text()
+        defaults = {}
+        for option, body in re.findall(r"form\.\w+, '(\w+)'(.*?)(?=\n\t\to = |\Z)", text, re.S):
+            match = re.search(r"o\.default = ('([^']*)'|o\.enabled|o\.disabled)", body)
+            if match:
+                defaults[option] = {"o.enabled": "1", "o.disabled": "0"}.get(match.group(1), match.group(2))
+        for option, value in defaults.items():
+            wanted = None
+            for name in schema_names:
+                schema = getattr(v, name)
+                key = TRACK_OPTIONS.get(option) if name == "INTERFACE" and option in TRACK_OPTIONS else option
+                schema = v.TRACK if name == "INTERFACE" and option in TRACK_OPTIONS else schema
+                for marker in schema:
+                    if str(marker) == key and marker.default is not vol.UNDEFINED:
+                        wanted = marker.default()
+            if wanted is None:
+                continue
+            if isinstance(wanted, bool):
+                wanted = "1" if wanted else "0"
+            assert str(value) == str(wanted), f"{view} option {option}: default {value!r}, compiler {wanted!r}"
+            compared += 1
+    assert compared >= 10
