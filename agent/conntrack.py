@@ -29,6 +29,8 @@ import re
 import socket
 import struct
 
+from .links import split
+
 CONNTRACK_TIMEOUT = 10.0
 _DELETED = re.compile(rb"(\d+) flow entries have been deleted")
 
@@ -61,17 +63,6 @@ def _message(kind: int, flags: int, seq: int, family: int, attributes: bytes = b
     return struct.pack("=IHHII", 16 + len(body), kind, flags, seq, 0) + body
 
 
-def _messages(data: bytes):
-    """(type, body) of each netlink message in one datagram."""
-    offset = 0
-    while offset + 16 <= len(data):
-        length, kind = struct.unpack_from("=IH", data, offset)
-        if length < 16:
-            return
-        yield kind, data[offset + 16:offset + length]
-        offset += (length + 3) & ~3
-
-
 def _raw_attributes(body: bytes) -> dict:
     """type -> the whole attribute (header included, to send back as it came) of a ctnetlink
     message body (after its 4-byte nfgenmsg)."""
@@ -94,7 +85,7 @@ def unreplied_deletes(dump: list, mark: int, mask: int, family: int, first_seq: 
     datagrams that carry `mark` under `mask` and never saw a reply."""
     requests = []
     for datagram in dump:
-        for kind, body in _messages(datagram):
+        for kind, body in split(datagram):
             if kind != IPCTNL_MSG_CT_NEW:
                 continue
             attrs = _raw_attributes(body)
@@ -117,7 +108,7 @@ async def _exchange(loop, sock, request: bytes) -> list:
     while True:
         data = await loop.sock_recv(sock, 1 << 16)
         datagrams.append(data)
-        for kind, body in _messages(data):
+        for kind, body in split(data):
             if kind == NLMSG_DONE:
                 return datagrams
             if kind == NLMSG_ERROR and _error(body):
@@ -152,7 +143,7 @@ async def forget_unreplied(mark: int, mask: int, family: str) -> int:
                 await loop.sock_sendall(sock, b"".join(batch))
                 acked = 0
                 while acked < len(batch):
-                    for kind, body in _messages(await loop.sock_recv(sock, 1 << 16)):
+                    for kind, body in split(await loop.sock_recv(sock, 1 << 16)):
                         if kind == NLMSG_ERROR:
                             acked += 1
                             deleted += _error(body) == 0  # ENOENT: gone (or answered) meanwhile

@@ -187,60 +187,33 @@ def test_a_refused_state_swap_reapplies_the_whole_bundle(lab2, agents, bundle):
 # --- policy routing ---------------------------------------------------------------------------
 
 
-def test_ip_rule_flush_protocol_93_is_repaired(lab2, agents, bundle):
+ROUTING_FAULTS = {  # fault -> what it breaks, and how to read that object back
+    "ip rule flush protocol 93": ("rule", netpath_rules),
+    "ip rule flush": ("rule", netpath_rules),
+    "ip rule del pref 2001": ("rule", netpath_rules),  # wan1's fwmark rule
+    "ip route flush table 1001": ("route", lambda lab: wan_table(lab, 1001)),
+    "ip route del default table 1002": ("route", lambda lab: wan_table(lab, 1002)),
+}
+
+
+@pytest.mark.parametrize("command", ROUTING_FAULTS)
+def test_policy_routing_changed_by_hand_is_repaired(lab2, agents, bundle, command):
+    obj, read = ROUTING_FAULTS[command]
     agent = start_balanced(lab2, agents, bundle)
-    rules = netpath_rules(lab2)
+    before = read(lab2)
+    assert before and (obj == "rule" or "default via" in before)
 
-    def ip_rule_flush_protocol_93():
-        run(lab2, "ip", "rule", "flush", "protocol", "93")
+    def fault():
+        run(lab2, *command.split())
 
-    prove_repair(lab2, agent, ip_rule_flush_protocol_93, "rule", lambda: netpath_rules(lab2) == rules)
-
-
-def test_ip_rule_flush_is_repaired(lab2, agents, bundle):
-    agent = start_balanced(lab2, agents, bundle)
-    rules = netpath_rules(lab2)
-
-    def ip_rule_flush():
-        run(lab2, "ip", "rule", "flush")
-
+    fault.__name__ = command
     try:
-        prove_repair(lab2, agent, ip_rule_flush, "rule", lambda: netpath_rules(lab2) == rules)
-    finally:  # the system's own rules are not NetPath's to restore
+        prove_repair(lab2, agent, fault, obj, lambda: read(lab2) == before)
+    finally:  # `ip rule flush` takes the system's own rules too: not NetPath's to restore
         for pref, table in ((32766, "main"), (32767, "default")):
             for family in ("-4", "-6"):
-                run(lab2, "ip", family, "rule", "add", "pref", str(pref), "lookup", table, check=False)
-
-
-def test_a_deleted_netpath_rule_is_repaired(lab2, agents, bundle):
-    agent = start_balanced(lab2, agents, bundle)
-    rules = netpath_rules(lab2)
-
-    def ip_rule_del_wan1_mark():
-        run(lab2, "ip", "rule", "del", "pref", "2001")
-
-    prove_repair(lab2, agent, ip_rule_del_wan1_mark, "rule", lambda: netpath_rules(lab2) == rules)
-
-
-def test_ip_route_flush_of_a_wan_table_is_repaired(lab2, agents, bundle):
-    agent = start_balanced(lab2, agents, bundle)
-    table = wan_table(lab2, 1001)
-    assert "default via" in table
-
-    def ip_route_flush_table_1001():
-        run(lab2, "ip", "route", "flush", "table", "1001")
-
-    prove_repair(lab2, agent, ip_route_flush_table_1001, "route", lambda: wan_table(lab2, 1001) == table)
-
-
-def test_a_deleted_default_route_of_a_wan_table_is_repaired(lab2, agents, bundle):
-    agent = start_balanced(lab2, agents, bundle)
-    table = wan_table(lab2, 1002)
-
-    def ip_route_del_default_table_1002():
-        run(lab2, "ip", "route", "del", "default", "table", "1002")
-
-    prove_repair(lab2, agent, ip_route_del_default_table_1002, "route", lambda: wan_table(lab2, 1002) == table)
+                if f"{pref}:" not in run(lab2, "ip", family, "rule", "show").stdout:
+                    run(lab2, "ip", family, "rule", "add", "pref", str(pref), "lookup", table)
 
 
 def test_a_wan_device_recreated_within_the_settle_window_gets_its_table_back(lab2, agents, bundle):
