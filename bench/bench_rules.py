@@ -73,15 +73,22 @@ def use(lab, bundle: "Path | None") -> None:
         lab.run("router", [NETPATH, "apply", str(bundle)], timeout=120)
 
 
-def connection_rate(lab, client: Path, concurrency: int, seconds: float) -> float:
+def decided(lab) -> int:
+    """New flows the default rule decided so far (its named counter)."""
+    out = lab.run("router", ["nft", "-j", "list", "counter", "inet", "netpath", "rule_default_rule"]).stdout
+    return next(o["counter"]["packets"] for o in json.loads(out)["nftables"] if "counter" in o)
+
+
+def connection_rate(lab, client: Path, concurrency: int, seconds: float) -> tuple:
+    """(connections per second, share of them that walked to the default rule)."""
     lab.run("router", ["conntrack", "-F"], check=False)
-    lab.run("client", ["conntrack", "-F"], check=False)
+    before = decided(lab)
     out = lab.run("client", [client, "client", SERVER, BENCH_PORT, concurrency, seconds],
                   timeout=seconds + 60).stdout.split()
     done, elapsed, failed = int(out[0]), float(out[1]), int(out[2])
     if failed:
         print(f"    ({failed} connections failed)")
-    return done / elapsed
+    return done / elapsed, (decided(lab) - before) / max(done, 1)
 
 
 def throughput(lab, seconds: float) -> float:
@@ -119,9 +126,9 @@ def main() -> int:
             order = list(bundles.items()) if rep % 2 == 0 else list(bundles.items())[::-1]
             for name, bundle in order:
                 use(lab, bundle)
-                rate = connection_rate(lab, client, args.concurrency, args.seconds)
+                rate, walked = connection_rate(lab, client, args.concurrency, args.seconds)
                 rates[name].append(rate)
-                print(f"  rep {rep + 1} {name:24s} {rate:10.0f} /s")
+                print(f"  rep {rep + 1} {name:24s} {rate:10.0f} /s   ({walked:.0%} reached default_rule)")
         for name, values in rates.items():
             print(f"  median {name:22s} {statistics.median(values):10.0f} /s  (min {min(values):.0f}, "
                   f"max {max(values):.0f})")

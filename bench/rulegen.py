@@ -7,7 +7,8 @@ come in runs of one shape (destination prefixes, ports, protocols, source interf
 addresses, both families), as a user's generated lists do, with the runs shuffled so
 shapes alternate. Seeded: the same arguments give the same text. None of the rules matches
 traffic from the lab's client (192.168.10.2) to the internet's server (203.0.113.10) on
-BENCH_PORT, so such a connection walks every rule and reaches `default_rule`.
+BENCH_PORT, so such a connection walks every rule and reaches `default_rule`, which sends
+it through wan1 (policy `first`), the way the router's main table does without NetPath.
 """
 
 from __future__ import annotations
@@ -101,9 +102,9 @@ def many_rules_config(count: int, seed: int = 14, run_length: tuple = (10, 60)) 
             policy = rng.choice(["balanced", "first", "balanced", "default"])
             lines = [f"config rule 'r{len(rules)}'", *_shape(kind, rng), f"\toption policy '{policy}'"]
             rules.append("\n".join(lines))
-    default = "config rule 'default_rule'\n\toption policy 'balanced'"
+    default = "config rule 'default_rule'\n\toption policy 'first'"
     return HEADER + "\n" + "\n\n".join(rules + [default]) + "\n"
 
 
 def default_only_config() -> str:
-    return HEADER + "\nconfig rule 'default_rule'\n\toption policy 'balanced'\n"
+    return HEADER + "\nconfig rule 'default_rule'\n\toption policy 'first'\n"

@@ -20,8 +20,9 @@ kernel lab tests prove that both send every packet to the same rule.
 from __future__ import annotations
 
 import bisect
-import ipaddress
+import socket
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 from netpath.agent.model import Model, Rule
 
@@ -35,8 +36,7 @@ INDEX_PREFERENCE = ("daddr", "saddr", "dport", "sport", "iif", "l4proto")
 PORT_PROTOCOLS = {"all": ("tcp", "udp"), "6": ("tcp",), "17": ("udp",)}
 
 
-@dataclass(frozen=True)
-class Value:
+class Value(NamedTuple):
     text: str  # as nft reads it in a set element
     lo: object  # an interval of comparable values: ints, or (0, name) for a device name
     hi: object
@@ -53,14 +53,27 @@ def _protocol(text: str) -> Value:
     return Value(text, number, number)
 
 
+_AF = {"ipv4": (socket.AF_INET, 32), "ipv6": (socket.AF_INET6, 128)}
+
+
+def _interval(text: str, family: str) -> Value:
+    """A validated prefix (`a/len`, its host bits clear) or address as an interval of ints."""
+    af, bits = _AF[family]
+    address, _, length = text.partition("/")
+    lo = int.from_bytes(socket.inet_pton(af, address), "big")
+    size = 1 << (bits - int(length)) if length else 1
+    return Value(address if size == 1 else text, lo, lo + size - 1)
+
+
 def _addresses(matches, family: str) -> "list | None":
-    nets = [ipaddress.ip_network(m.address, strict=False) for m in matches if m.family == family]
-    if not nets:
+    values = sorted((_interval(m.address, family) for m in matches if m.family == family),
+                    key=lambda v: (v.lo, -v.hi))
+    if not values:
         return None
-    out = []
-    for net in ipaddress.collapse_addresses(nets):  # merged: a rule's own elements never overlap
-        text = str(net.network_address) if net.prefixlen == net.max_prefixlen else str(net)
-        out.append(Value(text, int(net.network_address), int(net.broadcast_address)))
+    out = [values[0]]
+    for value in values[1:]:  # prefixes nest or are apart: drop those inside an earlier one
+        if value.hi > out[-1].hi:
+            out.append(value)
     return out
 
 
