@@ -40,12 +40,20 @@ def paths(socket_path: str) -> dict:
 
 
 def write_atomic(path: str, data: bytes) -> None:
+    """0600 like the control socket: the files answer what only root may ask the agent (rpcd,
+    which serves LuCI's users by their ACLs, runs as root)."""
     tmp = f"{path}.tmp"
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     try:
-        os.write(fd, data)
-    finally:
+        os.fchmod(fd, 0o600)  # a temp file a crash left keeps its mode through O_CREAT
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view):]
+    except BaseException:
         os.close(fd)
+        os.unlink(tmp)
+        raise
+    os.close(fd)
     os.replace(tmp, path)
 
 

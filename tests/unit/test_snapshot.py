@@ -1,0 +1,35 @@
+"""The status snapshot files are as private as the control socket they stand in for."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import stat
+
+from netpath.agent import snapshot
+
+
+def test_snapshot_files_are_readable_by_root_only(tmp_path):
+    """The socket is 0600: only root asks the agent. The snapshot files answer the same
+    questions for rpcd (root), so they are 0600 too, even over a stale temp file a crash left."""
+    sock = str(tmp_path / "netpath.sock")
+    files = snapshot.paths(sock)
+    leftover = f"{files['status']}.tmp"
+    with open(leftover, "w") as f:
+        f.write("half")
+    os.chmod(leftover, 0o644)
+
+    async def read(cmd):
+        return {"ok": True, "cmd": cmd}
+
+    async def main():
+        writer = snapshot.SnapshotWriter(sock, read, [{"time": 1.0, "interface": "wan", "to": "online"}])
+        writer.start()
+        await writer.write()
+        modes = {name: stat.S_IMODE(os.stat(path).st_mode) for name, path in files.items()}
+        await writer.stop()
+        return modes
+
+    modes = asyncio.run(main())
+    assert modes == dict.fromkeys(files, 0o600), modes
+    assert sorted(os.listdir(tmp_path)) == [], os.listdir(tmp_path)
