@@ -283,3 +283,17 @@ def test_a_restart_after_kill_9_follows_its_first_probe_rounds(lab2, agents, bun
         lab2.isp_blackhole(2, on=False)
     restarted.wait_state("wan2", "online", timeout=10)
     wait_balanced(lab2, time.monotonic())
+
+
+def test_traffic_alone_is_no_drift(lab2, agents, bundle):
+    """Counters (the rules' named counters, packet counts) and the sets others fill change with
+    traffic, not by another program: a periodic comparison after traffic repairs nothing."""
+    from netpath.agent import daemon
+
+    agent = start_balanced(lab2, agents, bundle)
+    run(lab2, "nft", "add", "element", "inet", TABLE, "streaming_v4", "{ 203.0.113.9 }")
+    uplinks(lab2, 20)
+    time.sleep(daemon.DRIFT_INTERVAL + 1.5)  # a patrol ran after the traffic
+    assert "packets 0 " not in run(lab2, "nft", "list", "counter", "inet", TABLE, "rule_everything").stdout
+    assert kernel(agent)["repairs"] == {} and "kernel drift" not in agent.log()
+    assert balanced(uplinks(lab2))
