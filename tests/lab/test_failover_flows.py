@@ -6,7 +6,10 @@ after its last packet). A new socket that gets the port of such an attempt (the 
 freed ports out again) meets that entry and, without the agent's cleanup at the swap, its
 dead mark. tests/lab/reconnect.py makes that reuse certain; each failover counts the attempts
 started after the swap and before the WAN came back that went unanswered or were answered
-through the dead WAN.
+through the dead WAN. "After the swap" is when the agent logs that it deleted the dead WAN's
+unanswered entries: the history's time of the state change comes before the transaction,
+and an attempt started in between still, rightly, leaves by the dead WAN (on a loaded host
+that gap was once long enough for one TCP and one UDP attempt).
 """
 
 from __future__ import annotations
@@ -46,6 +49,27 @@ def wan1_outages(agent) -> list:
     return outages
 
 
+def cleanups(agent, name: str) -> list:
+    """When the agent had deleted `name`'s unanswered conntrack entries after a swap: the times
+    of its log lines (`2026-12-03 13:16:28,123 INFO wan1: out of use: deleted ...`)."""
+    times = []
+    for line in agent.log().splitlines():
+        if f" {name}: out of use: deleted " in line:
+            stamp, millis = line[:23].split(",")
+            times.append(time.mktime(time.strptime(stamp, "%Y-%m-%d %H:%M:%S")) + int(millis) / 1000)
+    return times
+
+
+def swapped(outages: list, cleaned: list) -> list:
+    """(swap and cleanup done, came back online) for each (went offline, came back) outage."""
+    windows = []
+    for down, up in outages:
+        done = [t for t in cleaned if down - 0.001 <= t < up]  # the log's times are to the millisecond
+        assert done, f"no conntrack cleanup logged between {down} and {up}: {cleaned}"
+        windows.append((done[0], up))
+    return windows
+
+
 @pytest.mark.parametrize("settings", SETTINGS, ids=list(SETTINGS))
 def test_no_connection_started_after_the_swap_uses_the_dead_wan(lab2, agents, tmp_path, settings):
     targets = {k: [netlab.HTTP4, netlab.DNS4] for k in (1, 2)}
@@ -76,12 +100,14 @@ def test_no_connection_started_after_the_swap_uses_the_dead_wan(lab2, agents, tm
     attempts = json.loads(out)
     outages = wan1_outages(agent)
     assert len(outages) == FAILOVERS, agent.history()
-    after_swap = [a for a in attempts if any(down < a["start"] < up for down, up in outages)]
+    windows = swapped(outages, cleanups(agent, "wan1"))
+    after_swap = [a for a in attempts if any(done < a["start"] < up for done, up in windows)]
     on_dead_wan = [a for a in after_swap if lab2.uplink_of(a["answer"]) != "wan2"]
     reused = [a for a in after_swap if a["reused"]]
     stranded = [a for a in attempts if any(a["start"] < down < a["end"] for down, _ in outages)]
     print(f"\n{settings}: {len(stranded)} attempts in flight at the swaps; {len(after_swap)} started after "
           f"the swap in {FAILOVERS} failovers, {len(reused)} on the port of a failed attempt; "
-          f"{len(on_dead_wan)} used the dead WAN")
+          f"{len(on_dead_wan)} used the dead WAN; state change to cleanup done: "
+          f"{', '.join(f'{(done - down) * 1000:.0f} ms' for (down, _), (done, _) in zip(outages, windows))}")
     assert {"tcp", "udp"} <= {a["proto"] for a in stranded}, "no unanswered entry of the dead WAN at a swap"
     assert on_dead_wan == [], on_dead_wan[:10]
