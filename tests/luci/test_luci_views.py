@@ -482,6 +482,10 @@ def test_overview_shows_the_labs_uplinks_and_charts(browser, lab_site):
     server, agent = lab_site
     page = open_view(browser, server, "overview", poll=1)
     page.wait_for("+document.body.dataset.pollCount >= 3")
+    # A sample is one status snapshot (rewritten every 2 s), not one poll: three polls a second
+    # apart may all read the same snapshot. Wait until the charts have their second sample.
+    page.wait_for("(() => { const paths = document.querySelectorAll('.netpath-uplink svg path'); "
+                  "return paths.length > 0 && Array.from(paths).every(p => /L/.test(p.getAttribute('d') || '')); })()")
     assert shown_states(page) == agent.states() == {"wan1": "online", "wan2": "online"}
     devices = page.evaluate("Array.from(document.querySelectorAll('.netpath-uplink .netpath-device')).map(e => e.textContent)")
     assert devices == ["wan1", "wan2"]
