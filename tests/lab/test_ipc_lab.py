@@ -550,7 +550,7 @@ def test_rule_counters_survive_a_reapply_and_reloads(lab2, agents, tmp_path):
     assert counted >= 12  # each connection is one new flow (its later packets carry the mark)
     assert ask(sock, {"cmd": "rules"})["rules"][0]["packets"] == counted
 
-    ok(lab2.run("router", [NETPATH, "apply", str(bundle)], check=False))
+    ok(lab2.run("router", [NETPATH, "apply", "--force", str(bundle)], check=False))
     assert new_flows(sock) >= counted, "netpath apply of the same bundle reset the counter"
     assert ask(sock, {"cmd": "reload"})["changed"] is False
     assert new_flows(sock) >= counted, "an unchanged reload reset the counter"
