@@ -176,8 +176,9 @@ async def read_forever(sock: socket.socket, handle) -> None:
 
 class NetlinkWatch:
     """A task that reads one netlink socket (multicast `groups` of `protocol`) until stopped.
-    After an error the socket is opened again after RESTART_DELAY; `_session(sock, first)`
-    is told whether events may have been lost before it (first False)."""
+    After an error (the socket's, or anything its handler raises: logged) the socket is opened
+    again after RESTART_DELAY; `_session(sock, first)` is told whether events may have been
+    lost before it (first False)."""
 
     NAME = "netlink watch"
 
@@ -213,6 +214,13 @@ class NetlinkWatch:
                     delay = min(2 * delay, RESTART_MAX)
                 level = logging.INFO if exc.errno == errno.ENOBUFS else logging.WARNING
                 log.log(level, "%s: %s; reopening netlink in %g s", self.NAME, exc, delay)
+                await asyncio.sleep(delay)
+            except Exception as exc:
+                # The task would end silently and the agent hear no change again. Logged with
+                # its traceback, and listened to again (resynchronised: events were lost).
+                delay = RESTART_DELAY if loop.time() - opened > RESTART_MAX else min(2 * delay, RESTART_MAX)
+                log.error("%s: unexpected error %r; reopening netlink in %g s", self.NAME, exc, delay,
+                          exc_info=exc)
                 await asyncio.sleep(delay)
             first = False
 
