@@ -99,6 +99,16 @@ class SnapshotWriter:
                 await self.write()
             except (OSError, ValueError) as exc:  # a full tmpfs; the socket still answers
                 log.warning("could not write the status snapshot: %s", exc)
+            except Exception as exc:
+                # A bug must not end the task unheard and leave a snapshot that LuCI shows as
+                # current while the pid lives: logged, the replies removed (readers then ask
+                # the socket), and written again at the next change or tick.
+                log.error("could not write the status snapshot: unexpected error %r", exc, exc_info=exc)
+                for name in ("status", "interfaces"):
+                    try:
+                        os.unlink(self.files[name])
+                    except FileNotFoundError:
+                        pass
             try:
                 await asyncio.wait_for(self.wanted.wait(), self.interval)
                 await asyncio.sleep(SETTLE)
