@@ -590,7 +590,11 @@ def test_connection_counts_leave_out_the_agents_probes(lab2, agents, tmp_path):
 def test_prometheus_states_shares_and_targets_follow_a_disable(lab2, agents, tmp_path):
     agent = agents(balanced_bundle(tmp_path))
     sock = agent.socket
-    time.sleep(0.6)  # a round with both up
+    # A round with both up: waited for, not slept for (the first HTTP probe imports requests,
+    # which alone can take longer than a round on a loaded host).
+    wait_for(lambda: all(row["targets"] and all(t["ok"] for t in row["targets"])
+                         for row in ask(sock, {"cmd": "interfaces"})["interfaces"]),
+             15, "a probe round answered on both uplinks")
 
     def scrape() -> dict:
         return prometheus_samples(ask(sock, {"cmd": "metrics", "format": "prometheus"})["text"])[0]
