@@ -40,6 +40,7 @@ PROBE = textwrap.dedent(r'''
     import json, socket, struct, subprocess, sys
     from netpath.agent.metrics import rule_counters
     from netpath.agent.nft import Nft
+    from netpath.agent.probes import _checksum as checksum  # the internet checksum (RFC 1071)
 
     job = json.load(sys.stdin)
     def run(*argv):
@@ -67,14 +68,6 @@ PROBE = textwrap.dedent(r'''
     # does not judge the crafted packets' layer-4 checksums.
     run("sysctl", "-q", "-w", "net.netfilter.nf_conntrack_checksum=0")
     nft = Nft()
-
-    def checksum(data):
-        if len(data) % 2:
-            data += b"\0"
-        total = sum(struct.unpack(f"!{len(data) // 2}H", data))
-        while total >> 16:
-            total = (total & 0xFFFF) + (total >> 16)
-        return ~total & 0xFFFF
 
     def frame(p, mac):
         proto = p["proto_number"]
