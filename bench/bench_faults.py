@@ -17,8 +17,11 @@ strictly between wan1 and wan2), probes every second. For each fault:
 Faults of the reliability issue: kernel drift and crash restarts, and the guards around
 them: netifd's `ifdown wan1_6` (must not touch IPv4), a second agent and `netpath apply
 --remove` while one runs (refused, exit 2: *repaired* is the time to the refusal), a storm of
-20 SIGHUPs (at most one more reload: *repaired* is the time until the reloads are over). The
-metrics-endpoint flood and the endless hook are measured by tests/lab/test_agent_guard.py.
+20 SIGHUPs (at most one more reload: *repaired* is the time until the reloads are over), 1,100
+idle TCP connections from the LAN client against `--metrics-listen` with the agent limited to
+1,024 open files (*repaired* is the end of the flood; the uplinks must not change state), and a
+hook that prints forever (`exec yes`; *repaired* is the agent killing it at its 30 s limit; the
+agent's peak RSS while it runs is printed).
 """
 
 from __future__ import annotations
@@ -37,6 +40,10 @@ sys.path.insert(0, str(REPO / "tests"))
 
 from lab import netlab  # noqa: E402
 from lab.agentlab import AGENT, NETPATH, RunningAgent, agent_config, compile_bundle, reset_lab, wait_balanced  # noqa: E402
+from lab.test_ipc_lab import start_ready, stop  # noqa: E402
+
+FLOOD = REPO / "tests" / "lab" / "test_agent_guard.py"  # its `flood` helper program
+METRICS_PORT = 9101
 
 BOTH, WAN2 = ("wan1", "wan2"), ("wan2",)
 
@@ -60,10 +67,16 @@ class Bench:
         self.agent: "RunningAgent | None" = None
         self.starts = 0
         self.storm_reloads: list = []
+        self.hooks = workdir / "hooks"
+        self.hooks.mkdir()
+        self.flood_summaries: list = []
+        self.hook_peaks: list = []
 
     def start(self) -> RunningAgent:
         self.starts += 1
-        self.agent = RunningAgent(self.lab, self.bundle, self.workdir, name=f"agent{self.starts}").start()
+        self.agent = RunningAgent(self.lab, self.bundle, self.workdir, hooks=self.hooks, name=f"agent{self.starts}",
+                                  extra=("--metrics-listen", f"{netlab.ROUTER_LAN4}:{METRICS_PORT}")).start()
+        self.lab.run("router", ["prlimit", f"--pid={self.agent.pid}", "--nofile=1024:1024"])
         return self.agent
 
     def router(self, *argv) -> None:
@@ -183,6 +196,40 @@ class Bench:
         self.storm_reloads.append(self.agent.log().count("reloaded bundle") - reloads)
         return settled, BOTH
 
+    def metrics_flood(self):
+        """1,100 idle connections for 8 s against the metrics endpoint: no uplink changes state."""
+        changes = len(self.agent.history())
+        flood = start_ready(self.lab, "client", ["flood", netlab.ROUTER_LAN4, METRICS_PORT, 1100, 8],
+                            self.workdir / "flood.out", script=FLOOD)
+        try:
+            flood.wait(30)
+        finally:
+            stop(flood)
+        ended = time.time()
+        self.flood_summaries.append((self.workdir / "flood.out").read_text().splitlines()[-1])
+        if len(self.agent.history()) != changes:
+            raise RuntimeError(f"the flood changed an uplink's state: {self.agent.history()[changes:]}")
+        return ended, BOTH
+
+    def endless_hook(self):
+        """A hook that prints forever, run by wan1's carrier loss: killed at its time limit, and
+        the agent's memory stays flat meanwhile."""
+        hook = self.hooks / "50-endless"
+        hook.write_text("#!/bin/sh\nexec yes\n")
+        hook.chmod(0o755)
+        kills = self.agent.log().count("killed after")
+        self.lab.carrier(1, False)
+        peak = rss_mib(self.agent.pid)
+        deadline = time.monotonic() + 45
+        while self.agent.log().count("killed after") == kills:
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"the endless hook was not killed; log:\n{self.agent.log()[-2000:]}")
+            peak = max(peak, rss_mib(self.agent.pid))
+            time.sleep(0.1)
+        self.hook_peaks.append(peak)
+        hook.unlink()
+        return time.time(), WAN2
+
     def after_ifdown_wan1_6(self) -> None:
         self.agent.request("ifevent", action="ifup", interface="wan1_6")
         time.sleep(0.3)
@@ -228,6 +275,8 @@ def main() -> None:
             ("a second netpath-agent started", b.second_agent, None),
             ("netpath apply --remove (no --force)", b.apply_remove, None),
             ("20 SIGHUPs at once", b.sighup_storm, None),
+            ("1,100 idle metrics connections", b.metrics_flood, None),
+            ("a hook printing forever (yes)", b.endless_hook, b.after_carrier_fault),
         ]
         results = {name: ([], []) for name, _f, _a in faults}
         footprints = {}
@@ -254,6 +303,8 @@ def main() -> None:
                   f"{footprints[name][0]} -> {footprints[name][1]}")
         print(f"agent at the start: {first}; at the end: {last} (agent {b.starts}, after {b.starts - 1} restarts)")
         print(f"reloads per storm of 20 SIGHUPs: {b.storm_reloads}")
+        print(f"metrics floods (connections made, closed by the agent, its answers): {b.flood_summaries}")
+        print(f"agent's peak RSS while the endless hook ran: {', '.join(f'{p:.1f} MiB' for p in b.hook_peaks)}")
         print(f"structure listing (after each own write, and per comparison): {structure_listing_ms(lab)}")
         b.agent.stop()
         reset_lab(lab)
