@@ -73,6 +73,7 @@ class SnapshotWriter:
         self.task: "asyncio.Task | None" = None
         self.writes = 0
         self._history_written = None
+        self._writing = asyncio.Lock()  # one write at a time: they share the files' temp names
 
     def start(self) -> None:
         write_atomic(self.files["pid"], f"{os.getpid()}\n".encode())
@@ -117,6 +118,10 @@ class SnapshotWriter:
             self.wanted.clear()
 
     async def write(self) -> None:
+        async with self._writing:
+            await self._write()
+
+    async def _write(self) -> None:
         taken = round(time.time(), 3)
         for cmd in ("status", "interfaces"):
             reply = await self.read(cmd)
