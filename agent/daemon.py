@@ -43,6 +43,7 @@ log = logging.getLogger("netpath.agent")
 HISTORY_LENGTH = 200
 ADDRESS_SETTLE = 0.2  # seconds: a DHCP renew sends a burst of address/route events
 SWAP_RETRY = 5.0  # seconds before a rejected state transaction is tried again
+UNANSWERED_AGAIN = 0.5  # seconds after the swap: the second pass over the out-of-use WAN's unanswered entries
 DRIFT_SETTLE = 0.1  # seconds: a kernel change comes as a burst of events; one check after it
 DRIFT_INTERVAL = 10.0  # seconds between the periodic comparisons (the safety net for lost events)
 DRIFT_RETRY = 2.0  # seconds before a failed repair is tried again
@@ -388,7 +389,8 @@ class Agent:
         async with self._event_locks.setdefault(tracker.name, asyncio.Lock()):
             iface = tracker.iface
             if changed and not tracker.usable:
-                await self._forget_unreplied(tracker)
+                if await self._forget_unreplied(tracker):
+                    self._spawn(self._forget_unreplied_again(tracker), f"unanswered-{tracker.name}")
             for event in events:
                 if event in iface.flush_conntrack:
                     await self._flush_conntrack(tracker, event)
@@ -434,19 +436,37 @@ class Agent:
         self._sync_retry = None
         self._spawn(self.sync(), "sync-retry")
 
-    async def _forget_unreplied(self, tracker: Tracker) -> None:
+    async def _forget_unreplied(self, tracker: Tracker, again: bool = False) -> bool:
         """The out-of-use WAN's connection attempts that never got an answer: a new socket
-        on one of their ports would inherit the dead mark (flush_conntrack or not)."""
+        on one of their ports would inherit the dead mark (flush_conntrack or not). True when
+        the entries were looked at."""
         iface = tracker.iface
         if not self._others_alive(iface):
-            return
+            return False
         try:
             deleted = await conntrack.forget_unreplied(iface.mark, self.model.mask, iface.family)
         except conntrack.ConntrackError as exc:
             log.error("%s: could not delete its unanswered conntrack entries: %s", iface.name, exc)
-            return
-        log.info("%s: out of use: deleted %d unanswered conntrack entries with mark 0x%08x", iface.name,
-                 deleted, iface.mark)
+            return False
+        if not again:
+            log.info("%s: out of use: deleted %d unanswered conntrack entries with mark 0x%08x", iface.name,
+                     deleted, iface.mark)
+        elif deleted:
+            log.warning("%s: out of use: %d more unanswered conntrack entries with mark 0x%08x deleted %g s "
+                        "after the swap (their packets were in flight at it)", iface.name, deleted, iface.mark,
+                        UNANSWERED_AGAIN)
+        return True
+
+    async def _forget_unreplied_again(self, tracker: Tracker) -> None:
+        """A packet the kernel was still deciding by the old variants while the swap committed
+        gets its conntrack entry (and the dead mark) a moment later, after the first pass has
+        looked: one more pass, if the interface is still out of use (under the kernel lock, so
+        no swap can bring it back meanwhile)."""
+        await asyncio.sleep(UNANSWERED_AGAIN)
+        async with self.kernel_lock:
+            if tracker.usable or self.stopping.is_set():
+                return
+            await self._forget_unreplied(tracker, again=True)
 
     async def _flush_conntrack(self, tracker: Tracker, event: str) -> None:
         iface = tracker.iface

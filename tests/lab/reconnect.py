@@ -12,7 +12,8 @@ packet meets the conntrack entry that the failed attempt left behind (SYN_SENT o
 UDP), which is how a new connection can inherit the mark of a dead uplink.
 
 It stops when stdin closes, waits for the attempts in flight and prints one JSON list:
-[{"proto": "tcp"|"udp", "port": n, "reused": bool, "start": t, "end": t, "answer": str|null}]
+[{"proto": "tcp"|"udp", "port": n, "reused": bool, "start": t, "end": t, "answer": str|null,
+  "error": str|null}]
 (times from time.time()).
 """
 
@@ -33,23 +34,28 @@ from servers import parse_endpoint  # noqa: E402
 UDP_RESEND = 0.25
 
 
-def tcp_attempt(source: str, port: int, endpoint: tuple, timeout: float) -> "str | None":
+def tcp_attempt(source: str, port: int, endpoint: tuple, timeout: float) -> tuple:
+    """(the answer or None, what went wrong or None)."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind((source, port))
         sock.settimeout(timeout)
+        step = "connect"
         try:
             sock.connect(endpoint)
+            step = "request"
             sock.sendall(b"GET / HTTP/1.0\r\nHost: lab\r\n\r\n")
             data = b""
             while chunk := sock.recv(4096):
                 data += chunk
-        except OSError:
-            return None
+        except OSError as exc:
+            return None, f"{step}: {exc.strerror or type(exc).__name__}"
     head, _, body = data.partition(b"\r\n\r\n")
-    return body.decode(errors="replace").strip() if head.startswith(b"HTTP/1.0 200") else None
+    if head.startswith(b"HTTP/1.0 200"):
+        return body.decode(errors="replace").strip(), None
+    return None, f"answer: {head[:40]!r}"
 
 
-def udp_attempt(source: str, port: int, endpoint: tuple, timeout: float) -> "str | None":
+def udp_attempt(source: str, port: int, endpoint: tuple, timeout: float) -> tuple:
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
         sock.bind((source, port))
         sock.settimeout(UDP_RESEND)
@@ -57,10 +63,10 @@ def udp_attempt(source: str, port: int, endpoint: tuple, timeout: float) -> "str
         while time.monotonic() < deadline:
             sock.sendto(b"who am i\n", endpoint)
             try:
-                return sock.recv(4096).decode(errors="replace").strip()
+                return sock.recv(4096).decode(errors="replace").strip(), None
             except OSError:
                 continue
-    return None
+    return None, "no answer"
 
 
 class Ports:
@@ -100,12 +106,13 @@ def main(argv=None) -> int:
     def attempt(proto, run, endpoint, ports):
         port, reused = ports.take()
         start = time.time()
-        answer = run(args.source, port, endpoint, args.timeout)
+        answer, error = run(args.source, port, endpoint, args.timeout)
         if answer is None:
             ports.give_back(port)
         with lock:
             results.append({"proto": proto, "port": port, "reused": reused, "start": start,
-                            "end": time.time(), "answer": answer})
+                            "end": time.time(), "answer": answer,
+                            "error": error})
 
     while not stop.is_set():
         for kind in kinds:

@@ -70,6 +70,19 @@ def swapped(outages: list, cleaned: list) -> list:
     return windows
 
 
+def diagnosis(lab, agent, attempts: list, bad: list, outages: list, windows: list) -> str:
+    """What a failure needs to be understood: every attempt on the ports of the bad ones (with
+    their errors), the router's conntrack entries on those ports now, the outages and the
+    agent's swap and cleanup lines."""
+    ports = sorted({(a["proto"], a["port"]) for a in bad})[:5]
+    lines = [f"{len(bad)} bad attempts: {bad[:10]}", f"outages {outages}, swapped {windows}"]
+    for proto, port in ports:
+        lines += [f"{proto} {port}: {a}" for a in attempts if (a["proto"], a["port"]) == (proto, port)]
+        lines.append(lab.run("router", ["conntrack", "-L", "-p", proto, "--sport", str(port)], check=False).stdout)
+    lines += [line for line in agent.log().splitlines() if "wan1" in line or "swap" in line]
+    return "\n".join(lines)
+
+
 @pytest.mark.parametrize("settings", SETTINGS, ids=list(SETTINGS))
 def test_no_connection_started_after_the_swap_uses_the_dead_wan(lab2, agents, tmp_path, settings):
     targets = {k: [netlab.HTTP4, netlab.DNS4] for k in (1, 2)}
@@ -110,4 +123,48 @@ def test_no_connection_started_after_the_swap_uses_the_dead_wan(lab2, agents, tm
           f"{len(on_dead_wan)} used the dead WAN; state change to cleanup done: "
           f"{', '.join(f'{(done - down) * 1000:.0f} ms' for (down, _), (done, _) in zip(outages, windows))}")
     assert {"tcp", "udp"} <= {a["proto"] for a in stranded}, "no unanswered entry of the dead WAN at a swap"
-    assert on_dead_wan == [], on_dead_wan[:10]
+    assert on_dead_wan == [], diagnosis(lab2, agent, attempts, on_dead_wan, outages, windows)
+
+
+def test_a_second_pass_deletes_unanswered_entries_that_appear_just_after_the_swap(lab2, agents, tmp_path):
+    """A packet still decided by the old variants while the swap commits gets its conntrack
+    entry, with the dead WAN's mark, after the first pass has looked. Such entries are made
+    here with `conntrack -I` right after the first pass is logged: the second pass, half a
+    second after the swap, deletes the unanswered ones of the dead WAN and nothing else."""
+    agent = agents(compile_bundle(tmp_path, agent_config()))
+    agent.wait_state("wan1", "online", timeout=15)
+    agent.wait_state("wan2", "online", timeout=15)
+    marks = {name: agent.interface(name)["mark"] for name in ("wan1", "wan2")}
+    lab2.run("router", ["conntrack", "-F"], check=False)
+
+    def entry(sport: int, mark: str, state: str = "SYN_SENT", status: tuple = ()) -> str:
+        extra = f" -u {','.join(status)}" if status else ""
+        return (f"-I -p tcp -s {netlab.CLIENT_LAN4} -d {netlab.HTTP4} --sport {sport} --dport 80 "
+                f"--state {state} -t 120 -m {mark}{extra}")
+
+    made = {"dead unanswered": [31001, 31002], "dead answered": [31003], "live unanswered": [31004]}
+    for attempt in range(3):  # a failover whose entries landed before the second pass
+        lab2.isp_blackhole(1)
+        agent.wait_state("wan1", "offline", timeout=20)
+        deadline = time.monotonic() + 5
+        while len(logged := cleanups(agent, "wan1")) <= attempt:  # one first pass per failover
+            assert time.monotonic() < deadline, f"no first pass logged: {agent.log()}"
+            time.sleep(0.01)
+        first_pass = logged[-1]
+        lab2.run("router", ["conntrack", "-R", "-"], input="\n".join(
+            [entry(p, marks["wan1"]) for p in made["dead unanswered"]]
+            + [entry(p, marks["wan1"], "ESTABLISHED", ("SEEN_REPLY", "ASSURED")) for p in made["dead answered"]]
+            + [entry(p, marks["wan2"]) for p in made["live unanswered"]]) + "\n")
+        in_time = time.time() < first_pass + 0.4
+        time.sleep(1.5)
+        left = {p for p in range(31001, 31005)
+                if lab2.run("router", ["conntrack", "-L", "-p", "tcp", "--sport", str(p)], check=False).stdout.strip()}
+        lab2.isp_blackhole(1, on=False)
+        agent.wait_state("wan1", "online", timeout=20)
+        lab2.run("router", ["conntrack", "-F"], check=False)
+        if in_time:
+            break
+    else:
+        pytest.fail("the entries never landed within 0.4 s of the first pass in 3 failovers")
+    assert left == {*made["dead answered"], *made["live unanswered"]}, agent.log()
+    assert f"wan1: out of use: 2 more unanswered conntrack entries with mark {marks['wan1']}" in agent.log()
