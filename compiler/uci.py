@@ -37,6 +37,16 @@ _TYPE = re.compile(r"[\x21-\x7e]+\Z")
 # A type needs quotes on export only if it holds a character the parser treats specially.
 _TYPE_NEEDS_QUOTES = re.compile(r"['\"\\#;]")
 
+# The statements nearly every line of a real config is, on one physical line with nothing
+# libuci treats specially: `option`/`list` NAME VALUE and `config` TYPE [NAME] (each value
+# unquoted, or in quotes that hold no backslash), blank and comment lines. They take a
+# shortcut to the same effects; every other line goes through the libuci-faithful parser.
+_PLAIN_VALUE = r"""(?:'([^'\n\0]*)'|"([^"\\\n\0]*)"|([^'"#;\\\s\0]+))"""
+_FAST_OPTION = re.compile(r"[ \t]*(option|o|list|l)[ \t]+([A-Za-z0-9_]+)[ \t]+" + _PLAIN_VALUE + r"[ \t]*\n?\Z")
+_FAST_CONFIG = re.compile(r"[ \t]*(?:config|c)[ \t]+" + _PLAIN_VALUE
+                          + r"""(?:[ \t]+(?:'([A-Za-z0-9_]*)'|"([A-Za-z0-9_]*)"|([A-Za-z0-9_]+)))?[ \t]*\n?\Z""")
+_FAST_NOTHING = re.compile(r"[ \t]*(?:#[^\0]*)?\n?\Z")
+
 _COMMANDS = {
     "package": "package", "p": "package",
     "config": "config", "c": "config",
@@ -323,6 +333,9 @@ class _Parser:
             raise _SyntaxError("invalid character in type field")
         name = self.next_argument(validate=_NAME)
         self.expect_end()
+        self.open_section(section_type, name)
+
+    def open_section(self, section_type, name):
         section = self.by_name.get(name) if name else None
         if section is None:
             self.section_count += 1
@@ -344,6 +357,9 @@ class _Parser:
         name = self.next_argument(required=True, validate=_NAME)
         value = self.next_argument()
         self.expect_end()
+        self.set_option(name, value, is_list)
+
+    def set_option(self, name, value, is_list):
         options = self.section.options
         old = options.get(name)
         line = self.statement_line
@@ -367,6 +383,31 @@ class _Parser:
         options.pop(name, None)
         options[name] = new
 
+    def plain_statement(self):
+        """The shortcut for a plain one-line statement (see _FAST_OPTION); False if the line
+        is anything else, read or not."""
+        line = self.lines[self.lines_read]
+        found = _FAST_OPTION.match(line)
+        if found and self.section is not None:
+            command, name, single, double, bare = found.groups()
+            self.lines_read += 1
+            self.set_option(name, single if single is not None else double if double is not None else bare,
+                            command in ("list", "l"))
+            return True
+        found = _FAST_CONFIG.match(line) if not found else None
+        if found:
+            single, double, bare, *names = found.groups()
+            section_type = single if single is not None else double if double is not None else bare
+            if not section_type or not _TYPE.match(section_type):
+                return False
+            self.lines_read += 1
+            self.open_section(section_type, next((n for n in names if n is not None), ""))
+            return True
+        if _FAST_NOTHING.match(line):
+            self.lines_read += 1
+            return True
+        return False
+
     def run(self):
         while self.lines_read < len(self.lines):
             self.pos = 0
@@ -375,6 +416,8 @@ class _Parser:
             self.line_numbers = []
             self.statement_line = self.lines_read + 1
             try:
+                if self.plain_statement():
+                    continue
                 self.read_line(0)
                 self.parse_line()
             except _SyntaxError as error:

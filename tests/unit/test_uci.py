@@ -607,3 +607,61 @@ def test_arbitrary_text_gives_result_or_uci_error(text):
         assert 1 <= warning.line <= text.count("\n") + 1
     for section in package.sections:
         assert re.fullmatch(r"[A-Za-z0-9_]+", section.name)
+
+
+# -- the shortcut for plain one-line statements gives what the libuci-faithful path gives --
+
+def both_ways(text: str, strict: bool):
+    """(sections, warnings, error) of a parse, with the shortcut and without it."""
+    from netpath.compiler import uci
+
+    results = []
+    for shortcut in (True, False):
+        parser = uci._Parser(text, "test.uci", strict)
+        if not shortcut:
+            parser.plain_statement = lambda: False
+        try:
+            package = parser.run()
+        except UciError as error:
+            results.append((None, None, (error.line, error.message)))
+            continue
+        results.append(([(s, s.line, s.reopened, [(o.line, o.item_lines) for o in s.options.values()])
+                         for s in package.sections],
+                        [(w.line, w.message) for w in package.warnings], None))
+    return results
+
+
+SHORTCUT_LINES = [
+    "config interface 'wan'\n", "config 'interface' \"wan\"\n", "config rule\n", "c rule ''\n",
+    "config rule 'r-1'\n", "config a;b\n", "config '' x\n", "config t\\x\n", "config ty\u00e9 n\n",
+    "\toption ifname 'eth0'\n", "  o x \"1 2\"\n", "option x ''\n", "list y ''\n", "l y a\n",
+    "option x a b\n", "option x 'a'b\n", "option x a # c\n", "option x 'a\\\n", "option x a\\\n",
+    "option x \"a\\\"b\"\n", "option x a\r\n", "option x\n", "option 'x' y\n", "option x-y 1\n",
+    "option x a\u00a0b\n", "list x 'a\0b'\n", "# c\n", "   #\n", "\n", " \t \n", "\v\n", "#\0\n",
+    "options x y\n", "config\n", "config x y z\n", "package p\n", "option x 'a'\n",
+]
+
+
+@pytest.mark.parametrize("path", sorted([*FIXTURES.glob("*"), *(FIXTURES.parents[2] / "examples").glob("*.uci")]),
+                         ids=lambda p: p.name)
+def test_shortcut_matches_the_full_parser_on_examples_and_fixtures(path):
+    text = path.read_bytes().decode("utf-8", "surrogateescape")
+    for strict in (True, False):
+        with_shortcut, without = both_ways(text, strict)
+        assert with_shortcut == without
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.sampled_from(SHORTCUT_LINES), max_size=30).map("".join))
+def test_shortcut_matches_the_full_parser_on_mixed_lines(text):
+    for strict in (True, False):
+        with_shortcut, without = both_ways(text, strict)
+        assert with_shortcut == without
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.one_of(TRICKY_CHARS, st.sampled_from(SHORTCUT_LINES), st.characters()), max_size=60).map("".join))
+def test_shortcut_matches_the_full_parser_on_arbitrary_text(text):
+    for strict in (True, False):
+        with_shortcut, without = both_ways(text, strict)
+        assert with_shortcut == without
