@@ -212,7 +212,7 @@ def render_rules(reply: dict, now: float) -> str:
     rules = reply.get("rules") or []
     if not rules:
         return "no rules"
-    return "\n".join(table(["RULE", "POLICY", "PACKETS", "BYTES"],
+    return "\n".join(table(["RULE", "POLICY", "FLOWS", "BYTES"],
                            [[r.get("name"), r.get("policy"), number(r.get("packets")), size(r.get("bytes"))]
                             for r in rules]))
 
@@ -238,7 +238,7 @@ def render_metrics(reply: dict, now: float) -> str:
     rules = metrics.get("rules") or {}
     if rules:
         lines.append("")
-        lines += table(["RULE", "PACKETS", "BYTES"],
+        lines += table(["RULE", "FLOWS", "BYTES"],
                        [[name, number(r.get("packets")), size(r.get("bytes"))] for name, r in sorted(rules.items())])
     last = metrics.get("swap_seconds_last")
     lines += ["", f"state swaps: {number(metrics.get('swaps'))}, last took "

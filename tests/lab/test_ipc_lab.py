@@ -356,7 +356,7 @@ def test_rule_counters_and_link_bytes_follow_the_traffic(lab2, agents, tmp_path)
         sysfs = int(lab2.run("router", ["cat", f"/sys/class/net/{name}/statistics/tx_bytes"]).stdout)
         assert after[name]["tx_bytes"] <= sysfs
     rows = ok(netpath(lab2, sock, "rules")).splitlines()
-    assert rows[0].split() == ["RULE", "POLICY", "PACKETS", "BYTES"]
+    assert rows[0].split() == ["RULE", "POLICY", "FLOWS", "BYTES"]
     assert rows[1].split()[:3] == ["everything", "p", str(after_rules["packets"])]
 
 

@@ -131,6 +131,7 @@ def test_policies_rules_history_metrics():
 
     rules = client.render_rules(REPLIES["rules"], NOW)
     assert "420" in line_of(rules, "https", "balanced") and "2.0 KiB" in line_of(rules, "https")
+    assert rules.splitlines()[0].split() == ["RULE", "POLICY", "FLOWS", "BYTES"]  # new flows, not packets
 
     history = client.render_history(REPLIES["history"], NOW)
     assert "disconnecting -> offline" in line_of(history, "5m00s", "wanb")
@@ -140,6 +141,7 @@ def test_policies_rules_history_metrics():
     assert "3.0 MiB" in line_of(text, "wan ", "12.3 ms")
     assert "100%" in line_of(text, "wanb")
     assert "state swaps: 4, last took 3.1 ms" in text
+    assert "RULE FLOWS BYTES" in " ".join(text.split())
 
     assert client.render_history({"ok": True, "history": []}, NOW) == "no state changes yet"
     assert client.render_rules({"ok": True, "rules": []}, NOW) == "no rules"
