@@ -455,6 +455,45 @@ def _compiled(schema: dict) -> vol.Schema:
     return _COMPILED[key][1]
 
 
+_DIRECT: dict = {}
+
+
+def _direct_plan(schema: dict):
+    """(key, check, default factory or None, required) per option of a flat schema whose
+    checks are all plain functions, in schema order; None for any other schema."""
+    key = id(schema)
+    if key not in _DIRECT:
+        plan = []
+        for marker, check in schema.items():
+            if not isinstance(marker, vol.Marker) or not isinstance(marker.schema, str) \
+                    or isinstance(check, type) or not callable(check):
+                plan = None
+                break
+            default = None if isinstance(marker.default, vol.Undefined) else marker.default
+            plan.append((marker.schema, check, default, isinstance(marker, vol.Required)))
+        _DIRECT[key] = (schema, plan)
+    return _DIRECT[key][1]
+
+
+def _direct(plan: list, data: dict):
+    """What voluptuous returns for `data` when every option passes (each given value and each
+    default through its check); None when any does not or a required option is missing, and
+    voluptuous then says what is wrong. It costs a fraction of voluptuous's mapping walk,
+    which is most of a 1,000-rule validation."""
+    out = {}
+    try:
+        for key, check, default, required in plan:
+            if key in data:
+                out[key] = check(data[key])
+            elif default is not None:
+                out[key] = check(default())
+            elif required:
+                return None
+    except Exception:  # noqa: BLE001 (voluptuous reports it, or raises it, the same way again)
+        return None
+    return out
+
+
 def _run(schema: dict, data, path: tuple, locator, errors: list, kind: str):
     """Validate one section; unknown keys get a "did you mean"."""
     if not isinstance(data, dict):
@@ -478,6 +517,9 @@ def _run(schema: dict, data, path: tuple, locator, errors: list, kind: str):
                           f"{suggest(clip(key), spellings) or extra}; allowed: {', '.join(sorted(spellings))}")
         else:
             clean[key] = data[key]
+    plan = _direct_plan(schema)
+    if plan is not None and (checked := _direct(plan, clean)) is not None:
+        return checked
     try:
         return _compiled(schema)(clean)
     except vol.MultipleInvalid as exc:

@@ -457,3 +457,67 @@ def test_an_address_match_of_length_zero_matches_everything_of_its_family():
              + rule("v4_lan", src_ip="192.168.1.0/24") + rule("v6_web", dest_ip="::/0", proto="tcp"))
     assert shadow_warnings(rules) == [
         "rule 'v4_lan' can never match: rule 'default_rule' matches every ipv4 connection before it; move it above"]
+
+
+# -- the direct path for flat schemas gives what voluptuous gives --------------------------
+
+import sys  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import voluptuous as vol  # noqa: E402
+from hypothesis import given, settings, strategies as st  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[2]
+FLAT = {name: getattr(validate, name) for name in ("GLOBALS", "TRACK", "MEMBER", "POLICY", "RULE")}
+
+
+def test_the_flat_schemas_take_the_direct_path():
+    assert all(validate._direct_plan(schema) is not None for schema in FLAT.values())
+    assert validate._direct_plan(validate.INTERFACE) is None  # its `track` is a type check
+
+
+def validated_both_ways(source, monkeypatch):
+    direct = validate.validate(source)
+    with monkeypatch.context() as patched:
+        patched.setattr(validate, "_direct_plan", lambda schema: None)
+        through_voluptuous = validate.validate(source)
+    return direct, through_voluptuous
+
+
+@pytest.mark.parametrize("path", sorted((ROOT / "examples").iterdir()), ids=lambda p: p.name)
+def test_direct_path_matches_voluptuous_on_the_examples(path, monkeypatch):
+    direct, through_voluptuous = validated_both_ways(load.load(str(path)), monkeypatch)
+    assert direct == through_voluptuous
+
+
+def test_direct_path_matches_voluptuous_on_a_thousand_generated_rules(monkeypatch):
+    sys.path.insert(0, str(ROOT / "bench"))
+    from rulegen import many_rules_config
+
+    source = load.loads(many_rules_config(1000).encode(), "rules.uci", "uci")
+    direct, through_voluptuous = validated_both_ways(source, monkeypatch)
+    assert len(direct["rules"]) == 1001 and direct == through_voluptuous  # 1,000 and the default rule
+
+
+VALUES = st.sampled_from([
+    "ipv4", "ipv6", "any", "tcp", "udp", "icmp", "all", "17", "300", "10.0.0.0/8", "10.1.2.3/255.0.255.0",
+    "2001:db8::/32", "192.0.2.1", "80", "1-100", "80,443", "0", "1", "2", "600", "yes", "off", "eth0", "br-lan",
+    "x y", "", "wan", "m1", "balanced", "failover", "unreachable", "default", "ping", "8.8.8.8", "0x3F00", "-1",
+    ["10.0.0.0/8"], ["192.0.2.1", "bad"], [], ["m1", "m1"], ["m1", "m2"], 5, 0, True, False, None, {}, 1.5,
+])
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.sampled_from(sorted(FLAT)), st.data())
+def test_direct_path_matches_voluptuous_on_random_sections(name, data):
+    schema = FLAT[name]
+    keys = sorted(str(marker) for marker in schema)
+    section = data.draw(st.dictionaries(st.sampled_from(keys), VALUES, max_size=len(keys)))
+    direct = validate._direct(validate._direct_plan(schema), section)
+    try:
+        expected = vol.Schema(schema)(dict(section))
+    except vol.Invalid:
+        assert direct is None  # voluptuous refuses: so does the direct path, and voluptuous reports it
+        return
+    if direct is not None:
+        assert direct == expected
