@@ -447,32 +447,26 @@ RULE = {
 _COMPILED: dict = {}
 
 
-def _compiled(schema: dict) -> vol.Schema:
-    """voluptuous compiles a schema on construction: do it once per schema and process."""
+def _compiled(schema: dict) -> tuple:
+    """(voluptuous's schema, the direct plan or None): voluptuous compiles a schema on
+    construction, so both are made once per schema and process."""
     key = id(schema)
     if key not in _COMPILED:
-        _COMPILED[key] = (schema, vol.Schema(schema))  # keeps `schema` alive: its id stays its own
-    return _COMPILED[key][1]
-
-
-_DIRECT: dict = {}
+        _COMPILED[key] = (schema, vol.Schema(schema), _direct_plan(schema))  # keeps `schema` alive: its id stays its own
+    return _COMPILED[key][1:]
 
 
 def _direct_plan(schema: dict):
     """(key, check, default factory or None, required) per option of a flat schema whose
     checks are all plain functions, in schema order; None for any other schema."""
-    key = id(schema)
-    if key not in _DIRECT:
-        plan = []
-        for marker, check in schema.items():
-            if not isinstance(marker, vol.Marker) or not isinstance(marker.schema, str) \
-                    or isinstance(check, type) or not callable(check):
-                plan = None
-                break
-            default = None if isinstance(marker.default, vol.Undefined) else marker.default
-            plan.append((marker.schema, check, default, isinstance(marker, vol.Required)))
-        _DIRECT[key] = (schema, plan)
-    return _DIRECT[key][1]
+    plan = []
+    for marker, check in schema.items():
+        if not isinstance(marker, vol.Marker) or not isinstance(marker.schema, str) \
+                or isinstance(check, type) or not callable(check):
+            return None
+        default = None if isinstance(marker.default, vol.Undefined) else marker.default
+        plan.append((marker.schema, check, default, isinstance(marker, vol.Required)))
+    return plan
 
 
 def _direct(plan: list, data: dict):
@@ -517,11 +511,11 @@ def _run(schema: dict, data, path: tuple, locator, errors: list, kind: str):
                           f"{suggest(clip(key), spellings) or extra}; allowed: {', '.join(sorted(spellings))}")
         else:
             clean[key] = data[key]
-    plan = _direct_plan(schema)
+    checker, plan = _compiled(schema)
     if plan is not None and (checked := _direct(plan, clean)) is not None:
         return checked
     try:
-        return _compiled(schema)(clean)
+        return checker(clean)
     except vol.MultipleInvalid as exc:
         for err in exc.errors:
             sub = tuple(err.path)
