@@ -47,6 +47,11 @@ _FAST_CONFIG = re.compile(r"[ \t]*(?:config|c)[ \t]+" + _PLAIN_VALUE
                           + r"""(?:[ \t]+(?:'([A-Za-z0-9_]*)'|"([A-Za-z0-9_]*)"|([A-Za-z0-9_]+)))?[ \t]*\n?\Z""")
 _FAST_NOTHING = re.compile(r"[ \t]*(?:#[^\0]*)?\n?\Z")
 
+def _given(pieces, absent=None):
+    """The one alternative of a _PLAIN_VALUE (or name) group that matched."""
+    return next((piece for piece in pieces if piece is not None), absent)
+
+
 _COMMANDS = {
     "package": "package", "p": "package",
     "config": "config", "c": "config",
@@ -387,26 +392,24 @@ class _Parser:
         """The shortcut for a plain one-line statement (see _FAST_OPTION); False if the line
         is anything else, read or not."""
         line = self.lines[self.lines_read]
-        found = _FAST_OPTION.match(line)
-        if found and self.section is not None:
-            command, name, single, double, bare = found.groups()
+        if found := _FAST_OPTION.match(line):
+            if self.section is None:
+                return False  # the full parser says what is wrong
+            command, name, *value = found.groups()
             self.lines_read += 1
-            self.set_option(name, single if single is not None else double if double is not None else bare,
-                            command in ("list", "l"))
-            return True
-        found = _FAST_CONFIG.match(line) if not found else None
-        if found:
-            single, double, bare, *names = found.groups()
-            section_type = single if single is not None else double if double is not None else bare
+            self.set_option(name, _given(value), command in ("list", "l"))
+        elif found := _FAST_CONFIG.match(line):
+            *section_type, single, double, bare = found.groups()
+            section_type = _given(section_type)
             if not section_type or not _TYPE.match(section_type):
                 return False
             self.lines_read += 1
-            self.open_section(section_type, next((n for n in names if n is not None), ""))
-            return True
-        if _FAST_NOTHING.match(line):
+            self.open_section(section_type, _given((single, double, bare), ""))
+        elif _FAST_NOTHING.match(line):
             self.lines_read += 1
-            return True
-        return False
+        else:
+            return False
+        return True
 
     def run(self):
         while self.lines_read < len(self.lines):
