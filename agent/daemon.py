@@ -464,7 +464,8 @@ class Agent:
         no swap can bring it back meanwhile)."""
         await asyncio.sleep(UNANSWERED_AGAIN)
         async with self.kernel_lock:
-            if tracker.usable or self.stopping.is_set():
+            # A reload meanwhile made new trackers: the state is theirs, and their own swaps' passes.
+            if tracker.usable or self.stopping.is_set() or self.trackers.get(tracker.name) is not tracker:
                 return
             await self._forget_unreplied(tracker, again=True)
 
